@@ -1,0 +1,150 @@
+"""Sender numbers (allocations): add, list, reconfigure. Units of work used by the CLI and the bootstrap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from openbloo.auth.keys import get_or_create_org, hash_key
+from openbloo.db import models as m
+from openbloo.db.writer import Batch
+from openbloo.errors import ApiError
+from openbloo.ids import new_id, now_ms
+
+PLAN_KINDS = ("shared", "dedicated", "inbound", "trial", "2fa")
+TRANSPORTS = ("simulator", "bluebubbles", "twilio", "hybrid")
+
+
+def _key_id(batch: Batch, key_or_prefix: str) -> str:
+    t = m.api_keys
+    row = batch.conn.execute(
+        select(t.c.id).where((t.c.prefix == key_or_prefix) | (t.c.key_hash == hash_key(key_or_prefix)))
+    ).first()
+    if row is None:
+        raise ApiError(404, "not_found", f"No API key matches {key_or_prefix!r}")
+    return str(row.id)
+
+
+def number_view(row: Any, key_prefixes: list[str] | None = None) -> dict[str, Any]:
+    """A number as the CLI prints it. Transport secrets are never shown, only which settings are present."""
+    config = row.transport_config or {}
+    return {
+        "allocation_id": row.id,
+        "phone_number": row.phone_number,
+        "organization_id": row.organization_id,
+        "transport": row.transport,
+        "transport_settings": sorted(config),
+        "plan_kind": row.plan_kind,
+        "is_active": bool(row.is_active),
+        "daily_limit": row.daily_limit,
+        "new_conversation_cap": row.new_conversation_cap,
+        "keys": key_prefixes or [],
+        "created_at": row.created_at,
+    }
+
+
+def _prefixes(batch: Batch, number_id: str) -> list[str]:
+    nk, k = m.number_api_keys, m.api_keys
+    rows = batch.conn.execute(select(k.c.prefix).join(nk, nk.c.api_key_id == k.c.id).where(nk.c.number_id == number_id))
+    return [r.prefix for r in rows]
+
+
+def add_number(
+    phone_number: str,
+    *,
+    org_name: str,
+    transport: str = "simulator",
+    plan_kind: str | None = None,
+    key: str | None = None,
+    transport_config: dict[str, Any] | None = None,
+) -> Any:
+    if transport not in TRANSPORTS:
+        raise ApiError(400, "invalid_request", f"Unknown transport {transport!r}; one of {', '.join(TRANSPORTS)}")
+    if plan_kind is not None and plan_kind not in PLAN_KINDS:
+        raise ApiError(400, "invalid_request", f"Unknown plan {plan_kind!r}; one of {', '.join(PLAN_KINDS)}")
+
+    def unit(batch: Batch) -> dict[str, Any]:
+        existing = batch.conn.execute(select(m.numbers.c.id).where(m.numbers.c.phone_number == phone_number)).first()
+        if existing is not None:
+            raise ApiError(409, "conflict", f"{phone_number} is already configured (allocation {existing.id})")
+        org = get_or_create_org(batch, org_name)
+        row = {
+            "id": new_id("alloc_"),
+            "organization_id": org["id"],
+            "phone_number": phone_number,
+            "transport": transport,
+            "transport_config": transport_config or {},
+            "plan_kind": plan_kind,
+            "is_active": True,
+            "inbound_count": 0,
+            "outbound_count": 0,
+            "day_outbound": 0,
+            "day_new_conversations": 0,
+            "created_at": now_ms(),
+        }
+        batch.conn.execute(m.numbers.insert().values(**row))
+        if key is not None:
+            batch.conn.execute(m.number_api_keys.insert().values(number_id=row["id"], api_key_id=_key_id(batch, key)))
+        stored = batch.conn.execute(select(m.numbers).where(m.numbers.c.id == row["id"])).one()
+        return number_view(stored, _prefixes(batch, row["id"]))
+
+    return unit
+
+
+def list_numbers(org_name: str | None) -> Any:
+    def unit(batch: Batch) -> list[dict[str, Any]]:
+        n, o = m.numbers, m.organizations
+        stmt = select(n, o.c.name.label("organization")).join(o, o.c.id == n.c.organization_id)
+        if org_name is not None:
+            stmt = stmt.where(o.c.name == org_name)
+        out = []
+        for r in batch.conn.execute(stmt.order_by(o.c.name, n.c.created_at)):
+            view = number_view(r, _prefixes(batch, r.id))
+            view["organization"] = r.organization
+            out.append(view)
+        return out
+
+    return unit
+
+
+_UNSET: Any = object()
+
+
+def set_number(
+    phone_number: str,
+    *,
+    plan_kind: Any = _UNSET,
+    daily_limit: int | None = None,
+    new_conversation_cap: int | None = None,
+    is_active: bool | None = None,
+    key: Any = _UNSET,
+) -> Any:
+    """Reconfigure a number. ``plan_kind=None`` clears the plan; a limit of 0 means none."""
+    if plan_kind is not _UNSET and plan_kind is not None and plan_kind not in PLAN_KINDS:
+        raise ApiError(400, "invalid_request", f"Unknown plan {plan_kind!r}; one of {', '.join(PLAN_KINDS)}")
+
+    def unit(batch: Batch) -> dict[str, Any]:
+        n = m.numbers
+        row = batch.conn.execute(select(n.c.id).where(n.c.phone_number == phone_number)).first()
+        if row is None:
+            raise ApiError(404, "not_found", f"No number {phone_number} is configured")
+        values: dict[str, Any] = {}
+        if plan_kind is not _UNSET:
+            values["plan_kind"] = plan_kind
+        if daily_limit is not None:
+            values["daily_limit"] = daily_limit or None
+        if new_conversation_cap is not None:
+            values["new_conversation_cap"] = new_conversation_cap or None
+        if is_active is not None:
+            values["is_active"] = is_active
+        if values:
+            batch.conn.execute(update(n).where(n.c.id == row.id).values(**values))
+        if key is not _UNSET:
+            batch.conn.execute(delete(m.number_api_keys).where(m.number_api_keys.c.number_id == row.id))
+            if key is not None:
+                batch.conn.execute(m.number_api_keys.insert().values(number_id=row.id, api_key_id=_key_id(batch, key)))
+        stored = batch.conn.execute(select(n).where(n.c.id == row.id)).one()
+        return number_view(stored, _prefixes(batch, row.id))
+
+    return unit

@@ -1,0 +1,195 @@
+"""The application: FastAPI for the v2 surface, behind a thin ASGI front that authenticates every
+``/v2/api`` request once and sends ``POST /chats/{chatId}/messages`` down the lean send lane.
+
+Why two layers: the send route is the hot path, and FastAPI's per-request machinery (dependency
+injection, Pydantic validation and serialization) costs more there than the durable write itself
+(DESIGN.md "Performance by design"). Everything else keeps FastAPI's conveniences. Both layers raise
+the same :class:`~openbloo.errors.ApiError` and answer with the same envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import unquote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from openbloo import __version__
+from openbloo.asgi import Receive, Scope, Send, header, respond_error
+from openbloo.errors import GENERIC_CODES, ApiError
+from openbloo.runtime import Runtime
+
+log = logging.getLogger("openbloo.http")
+
+PREFIX = "/v2/api"
+PUBLIC_PATHS = frozenset(
+    {f"{PREFIX}/openapi.json", f"{PREFIX}/docs", f"{PREFIX}/docs/oauth2-redirect", f"{PREFIX}/redoc"}
+)
+# Matched against the raw (still percent-encoded) path, so an encoded "/" inside a chat id cannot split it.
+SEND_PATH = re.compile(rb"^/v2/api/chats/([^/]+)/messages/?$")
+
+
+def _error_response(error: ApiError) -> Response:
+    return JSONResponse(error.envelope(), status_code=error.status, headers=error.response_headers())
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> Response:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if errors and errors[0].get("type") == "json_invalid":
+            return _error_response(ApiError(400, "invalid_request", "Request body is not valid JSON"))
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        field = _field_name(tuple(first.get("loc", ())))
+        message = f"Invalid value for '{field}': {first.get('msg', 'invalid')}"
+        return _error_response(ApiError(400, "invalid_request", message))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            message = f"No route for {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"Method {request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        code = GENERIC_CODES.get(exc.status_code, "error")
+        error = ApiError(exc.status_code, code, message, headers=dict(exc.headers or {}))
+        return _error_response(error)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc)
+        return _error_response(ApiError(500, "internal_error", "Internal server error"))
+
+
+def build_api(runtime: Runtime) -> FastAPI:
+    from openbloo.account.router import router as account_router
+    from openbloo.messages.router import router as messages_router
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    api = FastAPI(
+        title="openbloo",
+        version=__version__,
+        description="A self-hosted gateway that speaks Blooio's v2 REST API.",
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=f"{PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    api.state.runtime = runtime
+    install_error_handlers(api)
+    api.include_router(account_router, prefix=PREFIX)
+    api.include_router(messages_router, prefix=PREFIX)
+
+    _install_openapi(api)
+
+    @api.get("/", include_in_schema=False)
+    async def root() -> dict[str, Any]:
+        return {
+            "name": "openbloo",
+            "version": __version__,
+            "api": PREFIX,
+            "openapi": f"{PREFIX}/openapi.json",
+        }
+
+    @api.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True}
+
+    return api
+
+
+API_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error", "message", "status", "code"],
+    "properties": {
+        "error": {"type": "string", "example": "ApiError"},
+        "message": {"type": "string"},
+        "status": {"type": "integer"},
+        "code": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+
+def _install_openapi(api: FastAPI) -> None:
+    """FastAPI's document, plus the send lane's msgspec schemas, the error envelope and Bearer auth."""
+    from fastapi.openapi.utils import get_openapi
+
+    from openbloo.messages.router import SEND_COMPONENTS
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+            components = schema.setdefault("components", {})
+            schemas = components.setdefault("schemas", {})
+            schemas.update(SEND_COMPONENTS)
+            schemas["ApiError"] = API_ERROR_SCHEMA
+            components["securitySchemes"] = {"BearerAuth": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"BearerAuth": []}]
+            schema["servers"] = [{"url": "/"}]
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
+class Openbloo:
+    """The ASGI front: auth for every API request, the lean send lane, FastAPI for the rest."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        from openbloo.messages.send_lane import SendLane
+
+        self.runtime = runtime
+        self.api = build_api(runtime)
+        self.send_lane = SendLane(runtime)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if not path.startswith(PREFIX) or path in PUBLIC_PATHS:
+            await self.api(scope, receive, send)
+            return
+        try:
+            ctx = await self.runtime.auth.resolve_header(header(scope, b"authorization"))
+        except ApiError as exc:
+            await respond_error(send, exc)
+            return
+        scope.setdefault("state", {})["auth"] = ctx
+        if scope["method"] == "POST":
+            raw_path = scope.get("raw_path") or path.encode()
+            match = SEND_PATH.match(raw_path.split(b"?", 1)[0])
+            if match is not None:
+                chat_id = unquote(match.group(1).decode("latin-1"))
+                await self.send_lane(scope, receive, send, ctx, chat_id)
+                return
+        await self.api(scope, receive, send)
+
+
+def create_app(runtime: Runtime | None = None) -> Openbloo:
+    return Openbloo(runtime or Runtime.create())

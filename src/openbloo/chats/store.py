@@ -1,0 +1,300 @@
+"""Chats, contacts, groups and conversations, resolved or created inside a writer batch.
+
+Every lookup goes through the batch's identity map first, so units of one batch see each other's new
+rows before they are flushed. New rows are deferred (``insert_later``) with ids minted here; if another
+process creates the same row first, the unique constraint fails the flush and the writer re-runs each unit
+alone, which then finds the committed row. That is how racing sends create one chat, one contact, one
+unnamed group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from sqlalchemy import and_, select
+
+from openbloo.addressing import Handle
+from openbloo.db import models as m
+from openbloo.db.writer import Batch
+from openbloo.ids import new_id
+
+# Flush order of deferred inserts: parents before children (foreign keys on PostgreSQL).
+ORDER_CONTACTS, ORDER_GROUPS, ORDER_MEMBERS, ORDER_CHATS, ORDER_CONVERSATIONS = 10, 20, 30, 40, 50
+ORDER_MESSAGES, ORDER_JOBS, ORDER_EVENTS, ORDER_IDEMPOTENCY = 60, 70, 80, 90
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRef:
+    id: str
+    chat_key: str
+    type: str  # phone | email | group
+    contact_id: str | None
+    group_id: str | None
+    last_number_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRef:
+    id: str
+    name: str | None
+    chat_guid: str | None
+    number_id: str | None
+    participants: tuple[str, ...]
+    is_unnamed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRef:
+    id: str
+    chat_id: str
+    number_id: str
+    inbound_count: int
+    outbound_count: int
+
+    @property
+    def is_empty(self) -> bool:
+        return self.inbound_count == 0 and self.outbound_count == 0
+
+
+# -- contacts ------------------------------------------------------------------------------------------------
+
+
+def ensure_contact(batch: Batch, org_id: str, handle: Handle, now: int) -> str:
+    key = ("contact", org_id, handle.value)
+    cached = batch.recall(key)
+    if cached is not None:
+        return str(cached)
+    c = m.contacts
+    row = batch.conn.execute(
+        select(c.c.id).where(c.c.organization_id == org_id, c.c.identifier == handle.value)
+    ).first()
+    if row is not None:
+        contact_id = str(row.id)
+    else:
+        contact_id = new_id("ct_")
+        batch.insert_later(
+            c,
+            {
+                "id": contact_id,
+                "organization_id": org_id,
+                "identifier": handle.value,
+                "type": handle.kind,
+                "name": None,
+                "created_at": now,
+                "last_message_time": None,
+                "deleted_at": None,
+            },
+            ORDER_CONTACTS,
+        )
+    batch.remember(key, contact_id)
+    return contact_id
+
+
+# -- chats ---------------------------------------------------------------------------------------------------
+
+
+def load_chat(batch: Batch, org_id: str, chat_key: str) -> ChatRef | None:
+    key = ("chat", org_id, chat_key)
+    cached = batch.recall(key)
+    if cached is not None:
+        return cached
+    c = m.chats
+    row = batch.conn.execute(
+        select(c.c.id, c.c.type, c.c.contact_id, c.c.group_id, c.c.last_number_id).where(
+            c.c.organization_id == org_id, c.c.chat_key == chat_key
+        )
+    ).first()
+    if row is None:
+        return None
+    ref = ChatRef(row.id, chat_key, row.type, row.contact_id, row.group_id, row.last_number_id)
+    batch.remember(key, ref)
+    return ref
+
+
+def ensure_chat(
+    batch: Batch,
+    org_id: str,
+    chat_key: str,
+    chat_type: str,
+    now: int,
+    *,
+    contact_id: str | None = None,
+    group_id: str | None = None,
+) -> ChatRef:
+    existing = load_chat(batch, org_id, chat_key)
+    if existing is not None:
+        return existing
+    ref = ChatRef(new_id("chat_"), chat_key, chat_type, contact_id, group_id, None)
+    batch.insert_later(
+        m.chats,
+        {
+            "id": ref.id,
+            "organization_id": org_id,
+            "chat_key": chat_key,
+            "type": chat_type,
+            "contact_id": contact_id,
+            "group_id": group_id,
+            "last_number_id": None,
+            "message_count": 0,
+            "inbound_count": 0,
+            "outbound_count": 0,
+            "created_at": now,
+        },
+        ORDER_CHATS,
+    )
+    batch.remember(("chat", org_id, chat_key), ref)
+    return ref
+
+
+def note_chat_number(batch: Batch, org_id: str, chat: ChatRef, number_id: str) -> ChatRef:
+    """Keep the batch's view of the sticky sender current (the UPDATE itself is queued by the outbox)."""
+    if chat.last_number_id == number_id:
+        return chat
+    updated = replace(chat, last_number_id=number_id)
+    batch.remember(("chat", org_id, chat.chat_key), updated)
+    return updated
+
+
+# -- groups --------------------------------------------------------------------------------------------------
+
+
+def _group_members(batch: Batch, group_id: str) -> tuple[str, ...]:
+    gm = m.group_members
+    rows = batch.conn.execute(
+        select(gm.c.identifier).where(gm.c.group_id == group_id, gm.c.removed_at.is_(None)).order_by(gm.c.identifier)
+    )
+    return tuple(r.identifier for r in rows)
+
+
+def load_group(batch: Batch, org_id: str, group_id: str) -> GroupRef | None:
+    key = ("group", org_id, group_id)
+    cached = batch.recall(key)
+    if cached is not None:
+        return cached
+    g = m.groups
+    row = batch.conn.execute(
+        select(g.c.id, g.c.name, g.c.chat_guid, g.c.number_id, g.c.auto_key).where(
+            g.c.organization_id == org_id, g.c.id == group_id, g.c.deleted_at.is_(None)
+        )
+    ).first()
+    if row is None:
+        return None
+    ref = GroupRef(
+        row.id,
+        row.name,
+        row.chat_guid,
+        row.number_id,
+        _group_members(batch, row.id),
+        row.auto_key is not None,
+    )
+    batch.remember(key, ref)
+    return ref
+
+
+def unnamed_groups(batch: Batch, org_id: str, participants_key: str) -> dict[str, str]:
+    """Existing unnamed groups for this participant set: sender number id → group id."""
+    key = ("auto_groups", org_id, participants_key)
+    cached = batch.recall(key)
+    if cached is not None:
+        return dict(cached)
+    g = m.groups
+    rows = batch.conn.execute(
+        select(g.c.id, g.c.number_id).where(
+            and_(
+                g.c.organization_id == org_id,
+                g.c.participants_key == participants_key,
+                g.c.auto_key.is_not(None),
+                g.c.deleted_at.is_(None),
+            )
+        )
+    )
+    found = {r.number_id: r.id for r in rows}
+    batch.remember(key, dict(found))
+    return found
+
+
+def create_unnamed_group(batch: Batch, org_id: str, number_id: str, handles: tuple[Handle, ...], now: int) -> GroupRef:
+    participants_key = ",".join(h.value for h in handles)
+    group_id = new_id("grp_")
+    batch.insert_later(
+        m.groups,
+        {
+            "id": group_id,
+            "organization_id": org_id,
+            "number_id": number_id,
+            "name": None,
+            "chat_guid": None,
+            "icon_url": None,
+            "participants_key": participants_key,
+            "auto_key": f"{number_id}|{participants_key}",
+            "created_at": now,
+            "deleted_at": None,
+        },
+        ORDER_GROUPS,
+    )
+    for h in handles:
+        contact_id = ensure_contact(batch, org_id, h, now)
+        batch.insert_later(
+            m.group_members,
+            {
+                "group_id": group_id,
+                "identifier": h.value,
+                "contact_id": contact_id,
+                "added_at": now,
+                "removed_at": None,
+            },
+            ORDER_MEMBERS,
+        )
+    existing = unnamed_groups(batch, org_id, participants_key)
+    existing[number_id] = group_id
+    batch.remember(("auto_groups", org_id, participants_key), existing)
+    ref = GroupRef(group_id, None, None, number_id, tuple(h.value for h in handles), True)
+    batch.remember(("group", org_id, group_id), ref)
+    return ref
+
+
+# -- conversations -------------------------------------------------------------------------------------------
+
+
+def load_conversation(batch: Batch, chat_id: str, number_id: str) -> ConversationRef | None:
+    key = ("conv", chat_id, number_id)
+    cached = batch.recall(key)
+    if cached is not None:
+        return cached
+    c = m.conversations
+    row = batch.conn.execute(
+        select(c.c.id, c.c.inbound_count, c.c.outbound_count).where(c.c.chat_id == chat_id, c.c.number_id == number_id)
+    ).first()
+    if row is None:
+        return None
+    ref = ConversationRef(row.id, chat_id, number_id, int(row.inbound_count), int(row.outbound_count))
+    batch.remember(key, ref)
+    return ref
+
+
+def ensure_conversation(batch: Batch, org_id: str, chat_id: str, number_id: str, now: int) -> ConversationRef:
+    existing = load_conversation(batch, chat_id, number_id)
+    if existing is not None:
+        return existing
+    ref = ConversationRef(new_id("conv_"), chat_id, number_id, 0, 0)
+    batch.insert_later(
+        m.conversations,
+        {
+            "id": ref.id,
+            "organization_id": org_id,
+            "chat_id": chat_id,
+            "number_id": number_id,
+            "inbound_count": 0,
+            "outbound_count": 0,
+            "created_at": now,
+        },
+        ORDER_CONVERSATIONS,
+    )
+    batch.remember(("conv", chat_id, number_id), ref)
+    return ref
+
+
+def count_conversation(batch: Batch, conv: ConversationRef, *, outbound: int = 0, inbound: int = 0) -> None:
+    """Keep the batch's view of a conversation's counters current (the UPDATE is queued by the outbox)."""
+    updated = replace(conv, outbound_count=conv.outbound_count + outbound, inbound_count=conv.inbound_count + inbound)
+    batch.remember(("conv", conv.chat_id, conv.number_id), updated)

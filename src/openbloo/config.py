@@ -1,0 +1,73 @@
+"""Settings, from ``OPENBLOO_*`` environment variables (pydantic-settings).
+
+``OPENBLOO_DATABASE_URL`` takes plain URLs (``sqlite:///PATH``, ``postgresql://USER@HOST:PORT/DB``); openbloo
+chooses the drivers itself (:func:`database_urls`), so the ``+aiosqlite`` / ``+asyncpg`` / ``+psycopg`` forms
+people paste from other projects work too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DB_FILE = "openbloo.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENBLOO_", extra="ignore")
+
+    database_url: str = f"sqlite:///{DEFAULT_DB_FILE}"
+    host: str = "127.0.0.1"
+    port: int = 8600
+    public_url: str | None = None
+    # How long a key → organization lookup is trusted in process memory; revocation takes effect within it.
+    auth_cache_seconds: float = 3.0
+    # Idempotency records are kept at least this long (DECISIONS.md §3).
+    idempotency_ttl_hours: float = 24.0
+    # SQLite durability: NORMAL survives a process kill (WAL); FULL also survives power loss.
+    sqlite_synchronous: str = "NORMAL"
+    webhook_allow_private: bool = False
+    webhook_retry_schedule: str | None = None
+    log_level: str = "info"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseUrls:
+    """One database, spelled for each driver openbloo uses on it."""
+
+    dialect: str  # "sqlite" | "postgresql"
+    sync: str  # the writer thread, migrations and the CLI
+    async_: str  # request-time reads
+    sqlite_path: Path | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+
+def database_urls(url: str) -> DatabaseUrls:
+    """Map a user-facing database URL to the sync and async driver URLs openbloo runs on."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r} (expected sqlite:///PATH or postgresql://USER@HOST/DB)")
+    base = scheme.split("+", 1)[0].lower()
+    if base == "sqlite":
+        # sqlite:///relative.db and sqlite:////absolute.db, as SQLAlchemy spells them.
+        path_part = rest[1:] if rest.startswith("/") else rest
+        path_part = path_part.split("?", 1)[0]
+        if path_part in ("", ":memory:"):
+            raise ValueError("openbloo needs a SQLite file (workers and the API share it), not :memory:")
+        path = Path(path_part)
+        return DatabaseUrls("sqlite", f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}", sqlite_path=path)
+    if base in ("postgresql", "postgres"):
+        # psycopg 3 serves both the sync writer and async reads, so one driver covers PostgreSQL.
+        return DatabaseUrls("postgresql", f"postgresql+psycopg://{rest}", f"postgresql+psycopg_async://{rest}")
+    raise ValueError(f"unsupported database {scheme!r}: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")

@@ -1,0 +1,47 @@
+"""Engines for one database: a sync engine (writer thread, migrations, CLI) and an async one (reads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from openbloo.config import DatabaseUrls
+
+# Long enough for the CLI and a running server to take turns on one SQLite file without "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_pragmas(synchronous: str) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.close()
+
+    return on_connect
+
+
+def make_sync_engine(urls: DatabaseUrls, *, synchronous: str = "NORMAL", pool_size: int = 5) -> Engine:
+    if urls.is_sqlite:
+        assert urls.sqlite_path is not None
+        if urls.sqlite_path.parent and not urls.sqlite_path.parent.exists():
+            urls.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(urls.sync, connect_args={"check_same_thread": False}, poolclass=NullPool)
+        event.listen(engine, "connect", _sqlite_pragmas(synchronous))
+        # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take control of it.
+        event.listen(engine, "connect", lambda c, _r: setattr(c, "isolation_level", None))
+        event.listen(engine, "begin", lambda c: c.exec_driver_sql("BEGIN"))
+        return engine
+    return create_engine(urls.sync, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def make_async_engine(urls: DatabaseUrls, *, synchronous: str = "NORMAL", pool_size: int = 10) -> AsyncEngine:
+    if urls.is_sqlite:
+        engine = create_async_engine(urls.async_, pool_size=pool_size, max_overflow=0)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(synchronous))
+        return engine
+    return create_async_engine(urls.async_, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)

@@ -1,0 +1,358 @@
+"""The schema: SQLAlchemy Core tables, the single source the Alembic migrations are generated from.
+
+Conventions: public ids are prefixed random strings (``msg_``, ``grp_`` ...); times are UTC epoch ms
+(BIGINT); counters the API lists (message counts, usage) are maintained on write, so reads never count
+rows. Tables that need acceptance order (messages, jobs, events, deliveries) have an integer ``seq``
+primary key assigned at insert.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# Integer primary keys must be INTEGER on SQLite to alias the rowid (and so autoincrement cheaply).
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _ms(name: str, nullable: bool = True) -> Column:
+    return Column(name, BigInteger, nullable=nullable)
+
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("country_code", String(2), nullable=True),
+    _ms("created_at", nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False, index=True),
+    Column("name", String(255), nullable=True),
+    # The plaintext key is shown once; only its SHA-256 and a short display prefix are stored.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("metadata", JSON, nullable=True),
+    _ms("created_at", nullable=False),
+    _ms("revoked_at"),
+    _ms("last_used_at"),
+)
+
+numbers = Table(
+    "numbers",
+    metadata,
+    # The allocation id (``alloc_``) is the number's identity inside openbloo.
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False, index=True),
+    Column("phone_number", String(32), nullable=False, unique=True),
+    Column("transport", String(20), nullable=False),
+    Column("transport_config", JSON, nullable=True),
+    Column("plan_kind", String(20), nullable=True),
+    Column("is_active", Boolean, nullable=False, default=True),
+    Column("daily_limit", Integer, nullable=True),
+    Column("new_conversation_cap", Integer, nullable=True),
+    # Maintained on accept/receive: least-recently-used rotation, /me usage and quotas read these.
+    _ms("last_used_at"),
+    _ms("last_active_at"),
+    _ms("last_message_sent"),
+    Column("inbound_count", BigInteger, nullable=False, default=0),
+    Column("outbound_count", BigInteger, nullable=False, default=0),
+    Column("day", String(10), nullable=True),
+    Column("day_outbound", Integer, nullable=False, default=0),
+    Column("day_new_conversations", Integer, nullable=False, default=0),
+    _ms("created_at", nullable=False),
+)
+
+# Which keys may use a number; a number with no rows here is usable by every key of its organization.
+number_api_keys = Table(
+    "number_api_keys",
+    metadata,
+    Column("number_id", String(40), ForeignKey("numbers.id", ondelete="CASCADE"), primary_key=True),
+    Column("api_key_id", String(40), ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("identifier", String(320), nullable=False),
+    Column("type", String(10), nullable=False),
+    Column("name", String(255), nullable=True),
+    _ms("created_at", nullable=False),
+    _ms("last_message_time"),
+    _ms("deleted_at"),
+    UniqueConstraint("organization_id", "identifier"),
+)
+
+contact_tags = Table(
+    "contact_tags",
+    metadata,
+    Column("contact_id", String(40), ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(255), primary_key=True),
+    _ms("created_at", nullable=False),
+    _ms("deleted_at"),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False, index=True),
+    Column("number_id", String(40), ForeignKey("numbers.id"), nullable=True),
+    Column("name", String(255), nullable=True),
+    Column("chat_guid", String(255), nullable=True),
+    Column("icon_url", Text, nullable=True),
+    # Sorted, comma-joined member handles: the participant set unnamed groups are matched on.
+    Column("participants_key", Text, nullable=True),
+    # "<number_id>|<participants_key>" for unnamed (auto) groups only; unique, so racing multi-recipient
+    # sends to a new set create one group. NULL for named groups (NULLs never collide).
+    Column("auto_key", Text, nullable=True),
+    _ms("created_at", nullable=False),
+    _ms("deleted_at"),
+    UniqueConstraint("organization_id", "auto_key"),
+    UniqueConstraint("organization_id", "chat_guid"),
+    Index("ix_groups_org_participants", "organization_id", "participants_key"),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("identifier", String(320), primary_key=True),
+    Column("contact_id", String(40), ForeignKey("contacts.id"), nullable=True),
+    _ms("added_at", nullable=False),
+    _ms("removed_at"),
+)
+
+chats = Table(
+    "chats",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    # The API's chat id: the counterpart's E.164 / e-mail, or the group id.
+    Column("chat_key", String(400), nullable=False),
+    Column("type", String(10), nullable=False),
+    Column("contact_id", String(40), ForeignKey("contacts.id"), nullable=True),
+    Column("group_id", String(40), ForeignKey("groups.id"), nullable=True),
+    # Sticky sender: the number this chat last used, in either direction.
+    Column("last_number_id", String(40), ForeignKey("numbers.id"), nullable=True),
+    Column("message_count", BigInteger, nullable=False, default=0),
+    Column("inbound_count", BigInteger, nullable=False, default=0),
+    Column("outbound_count", BigInteger, nullable=False, default=0),
+    _ms("first_message_time"),
+    _ms("last_message_time"),
+    _ms("last_inbound_time"),
+    _ms("last_outbound_time"),
+    Column("last_message_id", String(40), nullable=True),
+    Column("last_message_text", Text, nullable=True),
+    Column("last_message_direction", String(10), nullable=True),
+    _ms("created_at", nullable=False),
+    UniqueConstraint("organization_id", "chat_key"),
+    Index("ix_chats_org_recent", "organization_id", "last_message_time", "created_at"),
+)
+
+# One chat on one sender number: the unit of delivery order and of the per-number rules (inbound-only,
+# first-message and new-conversation checks read these counters).
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("chat_id", String(40), ForeignKey("chats.id"), nullable=False),
+    Column("number_id", String(40), ForeignKey("numbers.id"), nullable=False),
+    Column("inbound_count", BigInteger, nullable=False, default=0),
+    Column("outbound_count", BigInteger, nullable=False, default=0),
+    _ms("last_message_time"),
+    # Delivery lease (dispatcher): one worker owns a conversation at a time, which keeps its order.
+    Column("lease_owner", String(64), nullable=True),
+    _ms("lease_until"),
+    _ms("created_at", nullable=False),
+    UniqueConstraint("chat_id", "number_id"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("chat_id", String(40), ForeignKey("chats.id"), nullable=False),
+    Column("conversation_id", String(40), ForeignKey("conversations.id"), nullable=True),
+    Column("number_id", String(40), ForeignKey("numbers.id"), nullable=True),
+    Column("api_key_id", String(40), nullable=True),
+    Column("group_id", String(40), nullable=True),
+    Column("direction", String(10), nullable=False),
+    Column("status", String(30), nullable=False),
+    Column("protocol", String(20), nullable=False),
+    Column("text", Text, nullable=True),
+    Column("attachments", JSON, nullable=True),
+    Column("parts", JSON, nullable=True),
+    Column("effect", String(30), nullable=True),
+    Column("reply_to", JSON, nullable=True),
+    Column("link_preview", JSON, nullable=True),
+    Column("metadata", JSON, nullable=True),
+    # Send options the transport needs (share_contact, use_typing_indicator, mention, balloon mode ...).
+    Column("options", JSON, nullable=True),
+    Column("sender", String(320), nullable=True),
+    Column("error", Text, nullable=True),
+    # The device's / provider's id for the message (iMessage GUID, Twilio SID): replies and callbacks match on it.
+    Column("provider_id", String(255), nullable=True, index=True),
+    _ms("time_sent", nullable=False),
+    _ms("time_delivered"),
+    _ms("time_read"),
+    _ms("created_at", nullable=False),
+    Index("ix_messages_chat_time", "chat_id", "time_sent", "seq"),
+    Index("ix_messages_conversation", "conversation_id", "seq"),
+)
+
+reactions = Table(
+    "reactions",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("message_id", String(40), ForeignKey("messages.id"), nullable=False, index=True),
+    Column("reaction", String(64), nullable=False),
+    Column("is_added", Boolean, nullable=False),
+    Column("sender", String(320), nullable=True),
+    _ms("time_sent", nullable=False),
+)
+
+delivery_jobs = Table(
+    "delivery_jobs",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("message_id", String(40), ForeignKey("messages.id"), nullable=False, unique=True),
+    Column("organization_id", String(40), nullable=False),
+    Column("conversation_id", String(40), ForeignKey("conversations.id"), nullable=False),
+    Column("number_id", String(40), ForeignKey("numbers.id"), nullable=False),
+    # pending → (claimed) → done | failed | cancelled
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    _ms("next_attempt_at", nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    _ms("lease_until"),
+    # Stable reference handed to the transport on every attempt (e.g. BlueBubbles tempGuid), so a
+    # re-sent job can be recognised after a crash.
+    Column("transport_ref", String(64), nullable=False),
+    Column("last_error", Text, nullable=True),
+    _ms("created_at", nullable=False),
+    _ms("updated_at", nullable=False),
+    Index("ix_delivery_jobs_state_due", "state", "next_attempt_at"),
+    Index("ix_delivery_jobs_conversation", "conversation_id", "state", "seq"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("organization_id", String(40), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("message_id", String(40), nullable=True, index=True),
+    Column("api_key_id", String(40), nullable=True),
+    Column("number_id", String(40), nullable=True),
+    Column("payload", JSON, nullable=False),
+    _ms("created_at", nullable=False),
+    Index("ix_events_org_seq", "organization_id", "seq"),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("api_key_id", String(40), nullable=True),
+    Column("url", Text, nullable=False),
+    Column("webhook_type", String(20), nullable=False),
+    Column("scope", String(20), nullable=False),
+    Column("signing_secret", String(128), nullable=False),
+    Column("valid_until", BigInteger, nullable=False, default=-1),
+    _ms("deprecated_at"),
+    _ms("last_triggered"),
+    Column("failure_count", BigInteger, nullable=False, default=0),
+    Column("rotation_count", Integer, nullable=False, default=0),
+    _ms("rotated_at"),
+    _ms("created_at", nullable=False),
+    UniqueConstraint("organization_id", "url"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("webhook_id", String(40), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", String(40), nullable=False),
+    Column("organization_id", String(40), nullable=False),
+    # pending → succeeded | failed
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    _ms("next_attempt_at", nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    _ms("lease_until"),
+    Column("is_replay", Boolean, nullable=False, default=False),
+    Column("original_event_id", String(40), nullable=True),
+    _ms("created_at", nullable=False),
+    Index("ix_webhook_deliveries_state_due", "state", "next_attempt_at"),
+    Index("ix_webhook_deliveries_webhook", "webhook_id", "seq"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(40), nullable=False, index=True),
+    Column("webhook_id", String(40), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", String(40), nullable=False),
+    Column("webhook_url", Text, nullable=False),
+    Column("event_body", Text, nullable=False),
+    _ms("attempted_at", nullable=False),
+    _ms("response_received_at"),
+    Column("response_status", Integer, nullable=True),
+    Column("response_body", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("is_replay", Boolean, nullable=False, default=False),
+    Column("original_event_id", String(40), nullable=True),
+    Index("ix_webhook_attempts_webhook_time", "webhook_id", "attempted_at"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("organization_id", String(40), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    # SHA-256 of the request (chat id + body): the same key with another request is a 409.
+    Column("request_hash", String(64), nullable=False),
+    Column("response_status", Integer, nullable=False),
+    Column("response_body", Text, nullable=False),
+    _ms("created_at", nullable=False),
+    _ms("expires_at", nullable=False),
+    Index("ix_idempotency_keys_expires", "expires_at"),
+)

@@ -1,0 +1,259 @@
+"""Group commit: every write goes through one writer thread that commits many units of work together.
+
+A *unit of work* is a plain function ``unit(batch) -> result`` that reads and writes through a
+:class:`Batch`. Units waiting when the writer wakes up run one after another inside a single transaction;
+each caller is answered only once that transaction has committed, so "answered" still means "durable",
+at the cost of one commit (one fsync on PostgreSQL, one WAL append on SQLite) per batch instead of one per
+request (DESIGN.md "Performance by design").
+
+Rules for units:
+- Check first, write later. A unit that raises :class:`~openbloo.errors.ApiError` before writing anything
+  leaves no trace. Writes that must happen before a later check can fail (creating a chat, a contact, a
+  group) go after ``batch.savepoint()``, which makes that unit's writes roll back on its own error.
+- Bulk rows go through ``batch.insert_later`` and counter updates through ``batch.execute_later``: they
+  are written once per batch, many parameter sets per statement.
+- A unit may run twice: if anything fails at flush or commit time the batch is rolled back and each unit
+  is re-run alone, so one bad unit cannot fail its neighbours. Units are deterministic functions of their
+  input and the database, which makes that safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Engine, Executable, Table, insert
+
+from openbloo.errors import ApiError
+
+log = logging.getLogger("openbloo.writer")
+
+T = TypeVar("T")
+Unit = Callable[["Batch"], T]
+
+MAX_BATCH = 512
+
+
+_MISSING = object()
+
+
+class Batch:
+    """One transaction shared by several units of work."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+        # Per-batch identity map: units that touch the same chat/conversation/number see each other's
+        # pending state without another query. Changes are journaled so a failed unit's are undone.
+        self._cache: dict[Any, Any] = {}
+        self._undo: list[tuple[Any, Any]] = []
+        # Deferred statements, executed at flush in order of first use, many parameter sets per statement.
+        self._pending: dict[Any, tuple[int, Executable, list[dict[str, Any]]]] = {}
+        self._after_commit: list[Callable[[], None]] = []
+        self._savepoint: Any = None
+
+    # -- reads -------------------------------------------------------------------------------------------
+    def recall(self, key: Any) -> Any:
+        """The value a unit of this batch remembered under ``key``, or None."""
+        return self._cache.get(key)
+
+    def remember(self, key: Any, value: Any) -> None:
+        self._undo.append((key, self._cache.get(key, _MISSING)))
+        self._cache[key] = value
+
+    # -- writes ------------------------------------------------------------------------------------------
+    def insert_later(self, table: Table, row: dict[str, Any], order: int = 50) -> None:
+        """Queue a row; all rows of a table are inserted with one statement at flush, in queue order.
+
+        ``order`` sorts the statements at flush: parents before children, so foreign keys hold.
+        """
+        self.execute_later(table, insert(table), row, order)
+
+    def execute_later(self, key: Any, stmt: Executable, params: dict[str, Any], order: int = 100) -> None:
+        """Queue ``stmt`` with ``params``; every queued parameter set of ``key`` runs as one executemany."""
+        entry = self._pending.get(key)
+        if entry is None:
+            self._pending[key] = (order, stmt, [params])
+        else:
+            entry[2].append(params)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the writer thread once the batch is durable (wake-ups, cache invalidation)."""
+        self._after_commit.append(fn)
+
+    def savepoint(self) -> None:
+        """Make the current unit's immediate writes roll back if the unit fails. Idempotent per unit."""
+        if self._savepoint is None:
+            self._savepoint = self.conn.begin_nested()
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    # -- driving (writer internals) ----------------------------------------------------------------------
+    def _run_unit(self, unit: Unit[Any]) -> tuple[bool, Any]:
+        pending_mark = {k: len(v[2]) for k, v in self._pending.items()}
+        commits_mark = len(self._after_commit)
+        self._undo = []
+        try:
+            result = unit(self)
+        except BaseException as exc:
+            if self._savepoint is not None:
+                self._savepoint.rollback()
+                self._savepoint = None
+            # Forget whatever the failed unit queued or remembered, so its half-plan never reaches the
+            # database and never misleads the units after it.
+            for key in list(self._pending):
+                keep = pending_mark.get(key, 0)
+                if keep:
+                    del self._pending[key][2][keep:]
+                else:
+                    del self._pending[key]
+            del self._after_commit[commits_mark:]
+            for key, old in reversed(self._undo):
+                if old is _MISSING:
+                    self._cache.pop(key, None)
+                else:
+                    self._cache[key] = old
+            self._undo = []
+            return False, exc
+        if self._savepoint is not None:
+            self._savepoint.commit()
+            self._savepoint = None
+        self._undo = []
+        return True, result
+
+    def flush(self) -> None:
+        for _order, stmt, params in sorted(self._pending.values(), key=lambda e: e[0]):
+            self.conn.execute(stmt, params)
+        self._pending.clear()
+
+    def _commit_hooks(self) -> list[Callable[[], None]]:
+        hooks, self._after_commit = self._after_commit, []
+        return hooks
+
+
+def run_units(engine: Engine, units: list[Unit[Any]]) -> list[tuple[bool, Any]]:
+    """Run units in one transaction; on a batch-level failure, re-run each alone. Returns (ok, value) pairs."""
+    try:
+        with engine.begin() as conn:
+            batch = Batch(conn)
+            outcomes = [batch._run_unit(u) for u in units]
+            batch.flush()
+            hooks = batch._commit_hooks()
+    except Exception:
+        if len(units) == 1:
+            log.exception("unit of work failed at flush/commit")
+            raise
+        log.warning("batch of %d failed at flush/commit; re-running its units one by one", len(units))
+        outcomes = []
+        for u in units:
+            try:
+                outcomes.extend(run_units(engine, [u]))
+            except Exception as exc:  # the unit's own failure, reported to its caller alone
+                outcomes.append((False, exc))
+        return outcomes
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:
+            log.exception("after-commit hook failed")
+    return outcomes
+
+
+def run_unit(engine: Engine, unit: Unit[T]) -> T:
+    """Run one unit synchronously in its own transaction (CLI, tests, start-up)."""
+    ok, value = run_units(engine, [unit])[0]
+    if not ok:
+        raise value
+    return value
+
+
+class _Item(Generic[T]):
+    __slots__ = ("future", "loop", "unit")
+
+    def __init__(self, unit: Unit[T], loop: asyncio.AbstractEventLoop, future: asyncio.Future[T]) -> None:
+        self.unit = unit
+        self.loop = loop
+        self.future = future
+
+
+def _settle(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in results:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+class Writer:
+    """The writer thread. ``await writer.run(unit)`` returns the unit's result once it is committed."""
+
+    def __init__(self, engine: Engine, *, name: str = "openbloo-writer") -> None:
+        self.engine = engine
+        self._queue: queue.SimpleQueue[_Item[Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._started = False
+        self.batches = 0
+        self.units = 0
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._started:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._started = False
+
+    async def run(self, unit: Unit[T]) -> T:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Item(unit, loop, fut))
+        # Shielded: a client that disconnects must not turn a committed write into an unknown outcome
+        # for the code awaiting it (the unit still runs; only the wait is abandoned).
+        return await asyncio.shield(fut)
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            items: list[_Item[Any]] = [first]
+            while len(items) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                items.append(nxt)
+            self._run_batch(items)
+
+    def _run_batch(self, items: list[_Item[Any]]) -> None:
+        try:
+            outcomes = run_units(self.engine, [it.unit for it in items])
+        except Exception as exc:  # the database itself failed (connection lost, disk full ...)
+            outcomes = [(False, exc)] * len(items)
+        self.batches += 1
+        self.units += len(items)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for it, (ok, value) in zip(items, outcomes, strict=True):
+            if not ok and not isinstance(value, ApiError):
+                log.error("unit of work failed: %r", value, exc_info=value)
+            by_loop.setdefault(it.loop, []).append((it.future, ok, value))
+        # One wake-up per event loop per batch, not one per request.
+        for loop, results in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed; its callers are gone
+                loop.call_soon_threadsafe(_settle, results)

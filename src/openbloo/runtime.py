@@ -1,0 +1,60 @@
+"""The process's shared parts: settings, engines, the writer and the key cache, built once and passed down."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from openbloo.auth.context import KeyResolver
+from openbloo.config import DatabaseUrls, Settings, database_urls, get_settings
+from openbloo.db.engine import make_async_engine, make_sync_engine
+from openbloo.db.migrate import upgrade
+from openbloo.db.writer import Writer
+
+log = logging.getLogger("openbloo")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    urls: DatabaseUrls
+    engine: Engine
+    aengine: AsyncEngine
+    writer: Writer
+    auth: KeyResolver
+    extras: dict[str, Any] = field(default_factory=dict)
+    # Called in the writer thread after a batch that queued delivery jobs commits (the dispatcher's wake-up).
+    job_listeners: list[Any] = field(default_factory=list)
+
+    def notify_jobs(self) -> None:
+        for listener in self.job_listeners:
+            listener()
+
+    @classmethod
+    def create(cls, settings: Settings | None = None, *, migrate: bool = True) -> Runtime:
+        settings = settings or get_settings()
+        urls = database_urls(settings.database_url)
+        if migrate:
+            upgrade(urls)
+        engine = make_sync_engine(urls, synchronous=settings.sqlite_synchronous)
+        aengine = make_async_engine(urls, synchronous=settings.sqlite_synchronous)
+        return cls(
+            settings=settings,
+            urls=urls,
+            engine=engine,
+            aengine=aengine,
+            writer=Writer(engine),
+            auth=KeyResolver(aengine, settings.auth_cache_seconds),
+        )
+
+    def start(self) -> None:
+        self.writer.start()
+
+    async def close(self) -> None:
+        self.writer.stop()
+        await self.aengine.dispose()
+        self.engine.dispose()
