@@ -94,11 +94,17 @@ class Server:
 
 
 def test_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for test servers: short caches, fast retries and receipts, state kept beside the database."""
     values: dict[str, Any] = {
         "database_url": database_url,
         "auth_cache_seconds": 0.5,
         "webhook_allow_private": True,
         "log_level": "warning",
+        "delivery_retry_base": 0.05,
+        "delivery_retry_max": 0.2,
+        "dispatcher_poll_seconds": 0.05,
+        "simulator_delivery_ms": 50,
+        "simulator_read_ms": 50,
     }
     values.update(overrides)
     return Settings(**values)
@@ -110,8 +116,14 @@ class _ThreadedServer(uvicorn.Server):
 
 
 @pytest.fixture(scope="session")
-def server(database_url: str) -> Iterator[Server]:
-    runtime = Runtime.create(test_settings(database_url))
+def simulator_state(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The simulator device's memory for this database (shared by every worker of the session)."""
+    return str(tmp_path_factory.mktemp("sim") / "simulator.db")
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str, simulator_state: str) -> Iterator[Server]:
+    runtime = Runtime.create(test_settings(database_url, simulator_state=simulator_state))
     port = free_port()
     config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     srv = _ThreadedServer(config)

@@ -80,14 +80,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def build_api(runtime: Runtime) -> FastAPI:
     from openbloo.account.router import router as account_router
+    from openbloo.chats.router import router as chats_router
+    from openbloo.messages.inbound_router import router as simulator_router
     from openbloo.messages.router import router as messages_router
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        from openbloo.workers import Workers
+
         runtime.start()
+        workers = Workers(runtime) if runtime.run_workers else None
+        if workers is not None:
+            await workers.start()
         try:
             yield
         finally:
+            if workers is not None:
+                await workers.stop()
             await runtime.close()
 
     api = FastAPI(
@@ -103,6 +112,8 @@ def build_api(runtime: Runtime) -> FastAPI:
     install_error_handlers(api)
     api.include_router(account_router, prefix=PREFIX)
     api.include_router(messages_router, prefix=PREFIX)
+    api.include_router(chats_router, prefix=PREFIX)
+    api.include_router(simulator_router, prefix=PREFIX)
 
     _install_openapi(api)
 

@@ -20,7 +20,9 @@ app = typer.Typer(help="openbloo: a self-hosted iMessage / SMS gateway speaking 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 numbers_app = typer.Typer(help="Add, list and configure sender numbers.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+simulate_app = typer.Typer(help="Drive the simulator device: inbound messages, the hand-off log.", no_args_is_help=True)
 app.add_typer(numbers_app, name="numbers")
+app.add_typer(simulate_app, name="simulate")
 
 BOOTSTRAP_ORG = "default"
 BOOTSTRAP_NUMBER = "+15555550100"  # 555-01xx is reserved for fiction: it can never reach a real phone
@@ -141,8 +143,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on"),
     port: int = typer.Option(8600, "--port", help="Port to listen on"),
     database_url: str | None = DbOption,
+    no_workers: bool = typer.Option(False, "--no-workers", help="Serve the API only; run 'openbloo worker' beside it"),
 ) -> None:
-    """Migrate, bootstrap an empty database, and serve the API."""
+    """Migrate, bootstrap an empty database, and serve the API (with the background workers)."""
     import uvicorn
 
     # The quick start talks to local receivers; webhooks to private addresses are allowed (DECISIONS.md §14).
@@ -167,7 +170,9 @@ def serve(
     from openbloo.app import create_app
     from openbloo.runtime import Runtime
 
-    application = create_app(Runtime.create(settings))
+    runtime = Runtime.create(settings)
+    runtime.run_workers = not no_workers
+    application = create_app(runtime)
     uvicorn.run(
         application,
         host=host,
@@ -177,6 +182,72 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
+
+
+@app.command()
+def worker(database_url: str | None = DbOption) -> None:
+    """Run the background workers (delivery, webhooks) without the API."""
+    import asyncio
+    import logging
+
+    from openbloo.runtime import Runtime
+    from openbloo.workers import run_worker_process
+
+    settings = _settings(database_url)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    typer.echo(f"openbloo worker on {_redact(settings.database_url)}")
+    sys.stdout.flush()
+    asyncio.run(run_worker_process(Runtime.create(settings)))
+
+
+# -- simulate ------------------------------------------------------------------------------------------------
+
+
+@simulate_app.command("inbound")
+def simulate_inbound(
+    to: str = typer.Option(..., "--to", help="The receiving simulator number (E.164)"),
+    sender: str = typer.Option(..., "--from", help="The author's phone number or e-mail"),
+    text: str = typer.Option(..., "--text", help="The message text"),
+    group: str | None = typer.Option(None, "--group", help="Deliver into this group (grp_…)"),
+    as_json: bool = JsonOption,
+    database_url: str | None = DbOption,
+) -> None:
+    """Make a simulator number receive a message (stored as 'received', with its message.received event)."""
+    from openbloo.addressing import normalize_handle
+    from openbloo.ids import now_ms
+    from openbloo.messages.inbound import record_inbound
+    from openbloo.transports.base import InboundMessage
+    from openbloo.transports.simulator import handle_protocol
+
+    try:
+        author = normalize_handle(sender).value
+    except ApiError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    message = InboundMessage(
+        to=_phone(to), sender=author, received_at=now_ms(), text=text, protocol=handle_protocol(author), group_id=group
+    )
+    stored = _run(_settings(database_url), record_inbound(message))
+    if as_json:
+        _print_json({"message_id": stored.message_id, "chat_id": stored.chat_id, "status": "received"})
+    else:
+        typer.echo(f"received {stored.message_id} in chat {stored.chat_id}")
+
+
+@simulate_app.command("log")
+def simulate_log(as_json: bool = JsonOption, database_url: str | None = DbOption) -> None:
+    """Every hand-off the simulator device recorded (one JSON object per line with --json)."""
+    from openbloo.config import simulator_state_path
+    from openbloo.transports.simulator import read_log
+
+    for entry in read_log(simulator_state_path(_settings(database_url))):
+        if as_json:
+            _print_json(entry)
+        else:
+            typer.echo(
+                f"{entry['at']}  {entry['message_id']}  attempt {entry['attempt']}  {entry['outcome']:<17} "
+                f"{entry['protocol'] or '':<8} {entry['sender']} -> {entry['recipients']}"
+            )
 
 
 # -- keys ----------------------------------------------------------------------------------------------------

@@ -29,9 +29,32 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: float = 24.0
     # SQLite durability: NORMAL survives a process kill (WAL); FULL also survives power loss.
     sqlite_synchronous: str = "NORMAL"
+    # Delivery (the dispatcher): retries double from ``delivery_retry_base`` up to ``delivery_retry_max``
+    # seconds; after ``delivery_max_attempts`` attempts a transiently failing message ends ``failed``.
+    delivery_max_attempts: int = 10
+    delivery_retry_base: float = 1.0
+    delivery_retry_max: float = 30.0
+    delivery_lease_seconds: float = 30.0
+    delivery_send_timeout: float = 60.0
+    dispatcher_poll_seconds: float = 0.25
+    dispatcher_concurrency: int = 512
+    # The simulator device: receipt schedule and where it keeps its own memory (default: beside the
+    # SQLite database, or ./openbloo-simulator.db on PostgreSQL).
+    simulator_delivery_ms: int = 300
+    simulator_read_ms: int = 300
+    simulator_state: str | None = None
     webhook_allow_private: bool = False
     webhook_retry_schedule: str | None = None
     log_level: str = "info"
+
+
+def simulator_state_path(settings: Settings) -> Path:
+    if settings.simulator_state:
+        return Path(settings.simulator_state)
+    urls = database_urls(settings.database_url)
+    if urls.sqlite_path is not None:
+        return urls.sqlite_path.with_name(urls.sqlite_path.stem + "-simulator.db")
+    return Path("openbloo-simulator.db")
 
 
 @lru_cache(maxsize=1)

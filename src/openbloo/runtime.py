@@ -26,6 +26,8 @@ class Runtime:
     aengine: AsyncEngine
     writer: Writer
     auth: KeyResolver
+    # Whether this process runs the background workers (dispatcher, webhook sender) beside the API.
+    run_workers: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
     # Called in the writer thread after a batch that queued delivery jobs commits (the dispatcher's wake-up).
     job_listeners: list[Any] = field(default_factory=list)

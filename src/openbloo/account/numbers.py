@@ -16,13 +16,21 @@ PLAN_KINDS = ("shared", "dedicated", "inbound", "trial", "2fa")
 TRANSPORTS = ("simulator", "bluebubbles", "twilio", "hybrid")
 
 
-def _key_id(batch: Batch, key_or_prefix: str) -> str:
-    t = m.api_keys
+def _key_id(batch: Batch, key_or_prefix: str, org_name: str) -> str:
+    """The id of the key matching a full key or display prefix; it must belong to organization ``org_name``.
+
+    Read-only, so units call it before writing anything (a unit's earlier writes survive its ApiError).
+    """
+    t, o = m.api_keys, m.organizations
     row = batch.conn.execute(
-        select(t.c.id).where((t.c.prefix == key_or_prefix) | (t.c.key_hash == hash_key(key_or_prefix)))
+        select(t.c.id, o.c.name.label("org_name"))
+        .join(o, o.c.id == t.c.organization_id)
+        .where((t.c.prefix == key_or_prefix) | (t.c.key_hash == hash_key(key_or_prefix)))
     ).first()
     if row is None:
         raise ApiError(404, "not_found", f"No API key matches {key_or_prefix!r}")
+    if row.org_name != org_name:
+        raise ApiError(400, "invalid_request", f"API key {key_or_prefix!r} belongs to another organization")
     return str(row.id)
 
 
@@ -68,6 +76,7 @@ def add_number(
         existing = batch.conn.execute(select(m.numbers.c.id).where(m.numbers.c.phone_number == phone_number)).first()
         if existing is not None:
             raise ApiError(409, "conflict", f"{phone_number} is already configured (allocation {existing.id})")
+        key_id = _key_id(batch, key, org_name) if key is not None else None
         org = get_or_create_org(batch, org_name)
         row = {
             "id": new_id("alloc_"),
@@ -84,8 +93,8 @@ def add_number(
             "created_at": now_ms(),
         }
         batch.conn.execute(m.numbers.insert().values(**row))
-        if key is not None:
-            batch.conn.execute(m.number_api_keys.insert().values(number_id=row["id"], api_key_id=_key_id(batch, key)))
+        if key_id is not None:
+            batch.conn.execute(m.number_api_keys.insert().values(number_id=row["id"], api_key_id=key_id))
         stored = batch.conn.execute(select(m.numbers).where(m.numbers.c.id == row["id"])).one()
         return number_view(stored, _prefixes(batch, row["id"]))
 
@@ -125,10 +134,15 @@ def set_number(
         raise ApiError(400, "invalid_request", f"Unknown plan {plan_kind!r}; one of {', '.join(PLAN_KINDS)}")
 
     def unit(batch: Batch) -> dict[str, Any]:
-        n = m.numbers
-        row = batch.conn.execute(select(n.c.id).where(n.c.phone_number == phone_number)).first()
+        n, o = m.numbers, m.organizations
+        row = batch.conn.execute(
+            select(n.c.id, o.c.name.label("org_name"))
+            .join(o, o.c.id == n.c.organization_id)
+            .where(n.c.phone_number == phone_number)
+        ).first()
         if row is None:
             raise ApiError(404, "not_found", f"No number {phone_number} is configured")
+        key_id = _key_id(batch, key, row.org_name) if key is not _UNSET and key is not None else None
         values: dict[str, Any] = {}
         if plan_kind is not _UNSET:
             values["plan_kind"] = plan_kind
@@ -142,8 +156,8 @@ def set_number(
             batch.conn.execute(update(n).where(n.c.id == row.id).values(**values))
         if key is not _UNSET:
             batch.conn.execute(delete(m.number_api_keys).where(m.number_api_keys.c.number_id == row.id))
-            if key is not None:
-                batch.conn.execute(m.number_api_keys.insert().values(number_id=row.id, api_key_id=_key_id(batch, key)))
+            if key_id is not None:
+                batch.conn.execute(m.number_api_keys.insert().values(number_id=row.id, api_key_id=key_id))
         stored = batch.conn.execute(select(n).where(n.c.id == row.id)).one()
         return number_view(stored, _prefixes(batch, row.id))
 

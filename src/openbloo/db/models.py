@@ -230,6 +230,8 @@ messages = Table(
     _ms("created_at", nullable=False),
     Index("ix_messages_chat_time", "chat_id", "time_sent", "seq"),
     Index("ix_messages_conversation", "conversation_id", "seq"),
+    # Restart recovery looks for messages left "sent" (receipts to re-arm).
+    Index("ix_messages_status", "status"),
 )
 
 reactions = Table(

@@ -7,9 +7,10 @@ at the cost of one commit (one fsync on PostgreSQL, one WAL append on SQLite) pe
 request (DESIGN.md "Performance by design").
 
 Rules for units:
-- Check first, write later. A unit that raises :class:`~openbloo.errors.ApiError` before writing anything
-  leaves no trace. Writes that must happen before a later check can fail (creating a chat, a contact, a
-  group) go after ``batch.savepoint()``, which makes that unit's writes roll back on its own error.
+- Check first, write later. A unit that raises before writing anything leaves no trace and costs its
+  neighbours nothing. A unit that wrote immediately (``batch.conn.execute``) and then fails is undone
+  too, but expensively: the whole batch is rolled back and each unit re-run alone. Units that must write
+  before a check that can fail call ``batch.savepoint()`` first, which confines the undo to themselves.
 - Bulk rows go through ``batch.insert_later`` and counter updates through ``batch.execute_later``: they
   are written once per batch, many parameter sets per statement.
 - A unit may run twice: if anything fails at flush or commit time the batch is rolled back and each unit
@@ -27,7 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, Executable, Table, insert
+from sqlalchemy import Connection, Engine, Executable, Table, event, insert
 
 from openbloo.errors import ApiError
 
@@ -56,6 +57,14 @@ class Batch:
         self._pending: dict[Any, tuple[int, Executable, list[dict[str, Any]]]] = {}
         self._after_commit: list[Callable[[], None]] = []
         self._savepoint: Any = None
+        # Set when the running unit executes an INSERT/UPDATE/DELETE itself (not deferred): if that unit
+        # then fails outside a savepoint, its writes cannot be undone alone and the batch is re-run.
+        self.wrote = False
+        event.listen(conn, "before_cursor_execute", self._watch)
+
+    def _watch(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not self.wrote and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+            self.wrote = True
 
     # -- reads -------------------------------------------------------------------------------------------
     def recall(self, key: Any) -> Any:
@@ -100,12 +109,15 @@ class Batch:
         pending_mark = {k: len(v[2]) for k, v in self._pending.items()}
         commits_mark = len(self._after_commit)
         self._undo = []
+        self.wrote = False
         try:
             result = unit(self)
         except BaseException as exc:
             if self._savepoint is not None:
                 self._savepoint.rollback()
                 self._savepoint = None
+            elif self.wrote:
+                raise _WroteThenFailed(exc) from exc
             # Forget whatever the failed unit queued or remembered, so its half-plan never reaches the
             # database and never misleads the units after it.
             for key in list(self._pending):
@@ -132,10 +144,19 @@ class Batch:
         for _order, stmt, params in sorted(self._pending.values(), key=lambda e: e[0]):
             self.conn.execute(stmt, params)
         self._pending.clear()
+        event.remove(self.conn, "before_cursor_execute", self._watch)
 
     def _commit_hooks(self) -> list[Callable[[], None]]:
         hooks, self._after_commit = self._after_commit, []
         return hooks
+
+
+class _WroteThenFailed(Exception):
+    """A unit failed after writing outside a savepoint: only a rollback of its whole batch undoes it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def run_units(engine: Engine, units: list[Unit[Any]]) -> list[tuple[bool, Any]]:
@@ -146,23 +167,31 @@ def run_units(engine: Engine, units: list[Unit[Any]]) -> list[tuple[bool, Any]]:
             outcomes = [batch._run_unit(u) for u in units]
             batch.flush()
             hooks = batch._commit_hooks()
+    except _WroteThenFailed as failed:
+        if len(units) == 1:  # the rollback above undid its writes; report its own error
+            return [(False, failed.error)]
+        return _one_by_one(engine, units)
     except Exception:
         if len(units) == 1:
             log.exception("unit of work failed at flush/commit")
             raise
         log.warning("batch of %d failed at flush/commit; re-running its units one by one", len(units))
-        outcomes = []
-        for u in units:
-            try:
-                outcomes.extend(run_units(engine, [u]))
-            except Exception as exc:  # the unit's own failure, reported to its caller alone
-                outcomes.append((False, exc))
-        return outcomes
+        return _one_by_one(engine, units)
     for hook in hooks:
         try:
             hook()
         except Exception:
             log.exception("after-commit hook failed")
+    return outcomes
+
+
+def _one_by_one(engine: Engine, units: list[Unit[Any]]) -> list[tuple[bool, Any]]:
+    outcomes: list[tuple[bool, Any]] = []
+    for u in units:
+        try:
+            outcomes.extend(run_units(engine, [u]))
+        except Exception as exc:  # the unit's own failure, reported to its caller alone
+            outcomes.append((False, exc))
     return outcomes
 
 

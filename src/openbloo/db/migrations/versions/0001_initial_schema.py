@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 08:20:47.174420
+Create Date: 2026-11-25 08:34:53.193581
 """
 
 from __future__ import annotations
@@ -154,10 +154,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("deleted_at", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name=op.f("fk_contact_tags_contact_id_contacts"),
-            ondelete="CASCADE",
+            ["contact_id"], ["contacts.id"], name=op.f("fk_contact_tags_contact_id_contacts"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("contact_id", "tag", name=op.f("pk_contact_tags")),
     )
@@ -182,6 +179,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("organization_id", "chat_guid", name=op.f("uq_groups_organization_id_chat_guid")),
     )
     with op.batch_alter_table("groups", schema=None) as batch_op:
+        batch_op.create_index("ix_groups_org_participants", ["organization_id", "participants_key"], unique=False)
         batch_op.create_index(batch_op.f("ix_groups_organization_id"), ["organization_id"], unique=False)
 
     op.create_table(
@@ -189,16 +187,10 @@ def upgrade() -> None:
         sa.Column("number_id", sa.String(length=40), nullable=False),
         sa.Column("api_key_id", sa.String(length=40), nullable=False),
         sa.ForeignKeyConstraint(
-            ["api_key_id"],
-            ["api_keys.id"],
-            name=op.f("fk_number_api_keys_api_key_id_api_keys"),
-            ondelete="CASCADE",
+            ["api_key_id"], ["api_keys.id"], name=op.f("fk_number_api_keys_api_key_id_api_keys"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
-            ["number_id"],
-            ["numbers.id"],
-            name=op.f("fk_number_api_keys_number_id_numbers"),
-            ondelete="CASCADE",
+            ["number_id"], ["numbers.id"], name=op.f("fk_number_api_keys_number_id_numbers"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("number_id", "api_key_id", name=op.f("pk_number_api_keys")),
     )
@@ -219,10 +211,7 @@ def upgrade() -> None:
         sa.Column("is_replay", sa.Boolean(), nullable=False),
         sa.Column("original_event_id", sa.String(length=40), nullable=True),
         sa.ForeignKeyConstraint(
-            ["webhook_id"],
-            ["webhooks.id"],
-            name=op.f("fk_webhook_attempts_webhook_id_webhooks"),
-            ondelete="CASCADE",
+            ["webhook_id"], ["webhooks.id"], name=op.f("fk_webhook_attempts_webhook_id_webhooks"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_webhook_attempts")),
     )
@@ -246,10 +235,7 @@ def upgrade() -> None:
         sa.Column("original_event_id", sa.String(length=40), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["webhook_id"],
-            ["webhooks.id"],
-            name=op.f("fk_webhook_deliveries_webhook_id_webhooks"),
-            ondelete="CASCADE",
+            ["webhook_id"], ["webhooks.id"], name=op.f("fk_webhook_deliveries_webhook_id_webhooks"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_webhook_deliveries")),
         sa.UniqueConstraint("id", name=op.f("uq_webhook_deliveries_id")),
@@ -320,9 +306,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["chat_id"], ["chats.id"], name=op.f("fk_conversations_chat_id_chats")),
         sa.ForeignKeyConstraint(["number_id"], ["numbers.id"], name=op.f("fk_conversations_number_id_numbers")),
         sa.ForeignKeyConstraint(
-            ["organization_id"],
-            ["organizations.id"],
-            name=op.f("fk_conversations_organization_id_organizations"),
+            ["organization_id"], ["organizations.id"], name=op.f("fk_conversations_organization_id_organizations")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_conversations")),
         sa.UniqueConstraint("chat_id", "number_id", name=op.f("uq_conversations_chat_id_number_id")),
@@ -370,6 +354,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_messages_chat_time", ["chat_id", "time_sent", "seq"], unique=False)
         batch_op.create_index("ix_messages_conversation", ["conversation_id", "seq"], unique=False)
         batch_op.create_index(batch_op.f("ix_messages_provider_id"), ["provider_id"], unique=False)
+        batch_op.create_index("ix_messages_status", ["status"], unique=False)
 
     op.create_table(
         "delivery_jobs",
@@ -388,9 +373,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["conversation_id"],
-            ["conversations.id"],
-            name=op.f("fk_delivery_jobs_conversation_id_conversations"),
+            ["conversation_id"], ["conversations.id"], name=op.f("fk_delivery_jobs_conversation_id_conversations")
         ),
         sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name=op.f("fk_delivery_jobs_message_id_messages")),
         sa.ForeignKeyConstraint(["number_id"], ["numbers.id"], name=op.f("fk_delivery_jobs_number_id_numbers")),
@@ -430,6 +413,7 @@ def downgrade() -> None:
 
     op.drop_table("delivery_jobs")
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_messages_status")
         batch_op.drop_index(batch_op.f("ix_messages_provider_id"))
         batch_op.drop_index("ix_messages_conversation")
         batch_op.drop_index("ix_messages_chat_time")
@@ -454,6 +438,7 @@ def downgrade() -> None:
     op.drop_table("number_api_keys")
     with op.batch_alter_table("groups", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_groups_organization_id"))
+        batch_op.drop_index("ix_groups_org_participants")
 
     op.drop_table("groups")
     op.drop_table("contact_tags")

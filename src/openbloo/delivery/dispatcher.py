@@ -1,0 +1,238 @@
+"""The dispatcher: claims conversations with due jobs and sends their messages in order.
+
+One asyncio task claims batches of conversations (:func:`openbloo.delivery.jobs.claim`) and runs one task
+per conversation, up to ``dispatcher_concurrency`` at a time. Within a conversation, jobs go strictly one
+after another in acceptance order. Every database step is a unit of work on the writer, so the steps of
+many conversations share commits. The dispatcher is the only caller of ``Transport.send``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from typing import Any
+
+from openbloo.db.writer import Batch
+from openbloo.delivery import jobs
+from openbloo.delivery.state import advance, load_state
+from openbloo.ids import new_id, now_ms
+from openbloo.runtime import Runtime
+from openbloo.transports.base import (
+    EventSink,
+    InboundMessage,
+    PermanentError,
+    Receipt,
+    StatusUpdate,
+    TransientError,
+    Transport,
+    TransportError,
+)
+from openbloo.transports.registry import TransportRegistry
+
+log = logging.getLogger("openbloo.dispatcher")
+
+
+def backoff_seconds(attempts: int, base: float, cap: float) -> float:
+    """Delay before the next attempt after ``attempts`` failed ones: base, 2×base, 4×base … never above cap."""
+    return float(min(cap, base * (2 ** max(0, attempts - 1))))
+
+
+def apply_statuses(updates: list[StatusUpdate]) -> Any:
+    def unit(batch: Batch) -> int:
+        applied = 0
+        for u in updates:
+            state = load_state(batch, message_id=u.message_id, provider_id=None if u.message_id else u.provider_id)
+            if state is None:
+                continue
+            advance(
+                batch,
+                state,
+                u.status,
+                u.at,
+                protocol=u.protocol,
+                provider_id=u.provider_id,
+                error=u.error,
+                error_code="delivery_failed" if u.status == "failed" else None,
+            )
+            applied += 1
+        return applied
+
+    return unit
+
+
+class DatabaseSink(EventSink):
+    """Transport news → message state changes and events, through the writer."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def status(self, update: StatusUpdate) -> None:
+        await self.statuses([update])
+
+    async def statuses(self, updates: list[StatusUpdate]) -> None:
+        if updates:
+            await self.runtime.writer.run(apply_statuses(updates))
+
+    async def inbound(self, message: InboundMessage) -> None:
+        from openbloo.messages.inbound import record_inbound
+
+        await self.runtime.writer.run(record_inbound(message))
+
+
+class Dispatcher:
+    def __init__(self, runtime: Runtime, registry: TransportRegistry | None = None) -> None:
+        self.runtime = runtime
+        s = runtime.settings
+        self.registry = registry or TransportRegistry(runtime)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('', 6)}"
+        self.lease_ms = int(s.delivery_lease_seconds * 1000)
+        self.max_attempts = max(1, s.delivery_max_attempts)
+        self.concurrency = max(1, s.dispatcher_concurrency)
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._active = 0
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.sink = DatabaseSink(runtime)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.registry.start(self.sink)
+        await self._resume_sent()
+        self.runtime.job_listeners.append(self.wake_threadsafe)
+        self._task = asyncio.create_task(self._run(), name="dispatcher")
+        log.info("dispatcher %s started", self.worker_id)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.runtime.job_listeners.remove(self.wake_threadsafe)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.registry.close()
+
+    def wake_threadsafe(self) -> None:
+        """Called from the writer thread after a send commits: new jobs are waiting."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        poll = self.runtime.settings.dispatcher_poll_seconds
+        while True:
+            try:
+                free = self.concurrency - self._active
+                if free <= 0:
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                    continue
+                self._wake.clear()
+                claimed = await self.runtime.writer.run(
+                    jobs.claim(self.worker_id, now_ms(), self.lease_ms, min(free, 256))
+                )
+                for conv in claimed:
+                    self._active += 1
+                    task = asyncio.create_task(self._process(conv))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._done)
+                if not claimed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), poll)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("dispatcher loop error; retrying")
+                await asyncio.sleep(poll)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._active -= 1
+        self._slot_free.set()
+        self._wake.set()  # a released conversation may have more jobs
+
+    async def _process(self, conv: jobs.ClaimedConversation) -> None:
+        writer = self.runtime.writer
+        held = False
+        try:
+            for job in conv.jobs:
+                if job.next_attempt_at > now_ms():
+                    break  # the head waits for its retry; later jobs wait behind it
+                transport = self.registry.for_number(job.number_id, job.transport)
+                if not await writer.run(jobs.mark_attempt(job, self.worker_id, now_ms(), self.lease_ms)):
+                    continue  # cancelled meanwhile (or the lease was lost: every later mark fails too)
+                outcome = await self._attempt(job, transport)
+                if outcome == "held":
+                    held = True
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("conversation %s: unexpected error", conv.id)
+        finally:
+            if not held:
+                with contextlib.suppress(Exception):
+                    await writer.run(jobs.release([conv.id], self.worker_id))
+
+    async def _attempt(self, job: jobs.Job, transport: Transport | None) -> str:
+        writer = self.runtime.writer
+        settings = self.runtime.settings
+        receipt: Receipt | None = None
+        try:
+            if transport is None:
+                raise TransientError(f"No device is available for {job.transport} number", code="device_unavailable")
+            if job.in_flight and transport.can_find_sent:
+                # The last attempt's outcome is unknown (the worker died mid-send): ask before re-sending.
+                receipt = await transport.find_sent(job.outgoing)
+                if receipt is not None:
+                    await transport.resume(job.outgoing, receipt)
+            if receipt is None:
+                receipt = await asyncio.wait_for(transport.send(job.outgoing), settings.delivery_send_timeout)
+        except PermanentError as exc:
+            await writer.run(jobs.record_failed(job, exc.code, str(exc), now_ms()))
+            return "failed"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            code = exc.code if isinstance(exc, TransportError) else "transport_error"
+            message = str(exc) or type(exc).__name__
+            attempts = job.attempts + 1
+            if attempts >= self.max_attempts:
+                await writer.run(
+                    jobs.record_failed(job, code, f"Gave up after {attempts} attempts: {message}", now_ms())
+                )
+                return "failed"
+            delay = backoff_seconds(attempts, settings.delivery_retry_base, settings.delivery_retry_max)
+            if isinstance(exc, TransportError) and exc.retry_after is not None:
+                delay = max(delay, min(exc.retry_after, settings.delivery_retry_max))
+            now = now_ms()
+            await writer.run(jobs.record_retry(job, message, now + int(delay * 1000), now))
+            return "held"
+        await writer.run(jobs.record_sent(job, receipt, now_ms()))
+        return "sent"
+
+    async def _resume_sent(self) -> None:
+        """After a restart, re-arm receipts of messages left ``sent`` on transports that can tell."""
+        kinds = self.registry.resumable_kinds()
+        if not kinds:
+            return
+        pending = await self.runtime.writer.run(jobs.sent_messages_to_resume(kinds))
+        for number_id, kind, outgoing, _stored in pending:
+            transport = self.registry.for_number(number_id, kind)
+            if transport is None or not transport.can_find_sent:
+                continue
+            receipt = await transport.find_sent(outgoing)
+            if receipt is not None:
+                await transport.resume(outgoing, receipt)
+        if pending:
+            log.info("re-armed receipts of %d sent messages", len(pending))

@@ -1,0 +1,325 @@
+"""Delivery jobs as units of work: claim conversations, mark attempts, record outcomes, cancel.
+
+Order is kept per *conversation* (one chat on one sender number): a worker leases a conversation
+(``conversations.lease_owner/lease_until``), sends its pending jobs strictly in acceptance order, and
+gives the lease back. A job waiting for a retry holds its conversation (the lease is parked until the
+retry time), so later messages never overtake it. On PostgreSQL, claims lock conversations with
+``FOR UPDATE SKIP LOCKED``, so any number of workers can share the queue; on SQLite one process owns it.
+
+A job whose attempt has started carries ``lease_owner``: if the worker dies mid-send, the next claim
+sees that marker and asks the transport whether the job's ``transport_ref`` already went out before
+sending it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+
+from openbloo.db import models as m
+from openbloo.db.writer import Batch
+from openbloo.delivery.state import advance, load_state
+from openbloo.errors import ApiError
+from openbloo.transports.base import Outgoing, Receipt
+
+_j, _c, _msg, _chat, _num, _grp = m.delivery_jobs, m.conversations, m.messages, m.chats, m.numbers, m.groups
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    seq: int
+    conversation_id: str
+    number_id: str
+    transport: str
+    attempts: int
+    next_attempt_at: int
+    in_flight: bool  # an earlier attempt started and its outcome is unknown (crash mid-send)
+    outgoing: Outgoing
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedConversation:
+    id: str
+    jobs: tuple[Job, ...]
+
+
+def _recipients(chat_type: str, chat_key: str, participants_key: str | None) -> tuple[str, ...]:
+    if chat_type == "group":
+        return tuple(participants_key.split(",")) if participants_key else ()
+    return (chat_key,)
+
+
+def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: int = 100) -> Callable[[Batch], Any]:
+    def unit(batch: Batch) -> list[ClaimedConversation]:
+        free = or_(_c.c.lease_until.is_(None), _c.c.lease_until < now)
+        due = batch.conn.execute(
+            select(_j.c.conversation_id)
+            .join(_c, _c.c.id == _j.c.conversation_id)
+            .where(_j.c.state == "pending", _j.c.next_attempt_at <= now, free)
+            .order_by(_j.c.next_attempt_at, _j.c.seq)
+            .limit(limit * 4)
+        )
+        conv_ids = list(dict.fromkeys(r.conversation_id for r in due))[:limit]
+        if not conv_ids:
+            return []
+        if batch.is_postgres:
+            # Other workers may be claiming the same conversations right now: take only those nobody holds.
+            locked = batch.conn.execute(
+                select(_c.c.id).where(_c.c.id.in_(conv_ids), free).with_for_update(skip_locked=True)
+            )
+            conv_ids = [r.id for r in locked]
+            if not conv_ids:
+                return []
+        batch.conn.execute(
+            update(_c).where(_c.c.id.in_(conv_ids)).values(lease_owner=worker, lease_until=now + lease_ms)
+        )
+        rows = batch.conn.execute(
+            select(
+                _j.c.seq,
+                _j.c.conversation_id,
+                _j.c.number_id,
+                _j.c.attempts,
+                _j.c.next_attempt_at,
+                _j.c.lease_owner,
+                _j.c.transport_ref,
+                _msg.c.id.label("message_id"),
+                _msg.c.text,
+                _msg.c.attachments,
+                _msg.c.parts,
+                _msg.c.effect,
+                _msg.c.reply_to,
+                _msg.c.link_preview,
+                _msg.c.options,
+                _msg.c.time_sent,
+                _num.c.phone_number,
+                _num.c.transport,
+                _chat.c.chat_key,
+                _chat.c.type.label("chat_type"),
+                _grp.c.chat_guid,
+                _grp.c.participants_key,
+            )
+            .join(_msg, _msg.c.id == _j.c.message_id)
+            .join(_num, _num.c.id == _j.c.number_id)
+            .join(_chat, _chat.c.id == _msg.c.chat_id)
+            .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
+            .where(_j.c.conversation_id.in_(conv_ids), _j.c.state == "pending")
+            .order_by(_j.c.seq)
+        )
+        grouped: dict[str, list[Job]] = {cid: [] for cid in conv_ids}
+        for r in rows:
+            jobs = grouped[r.conversation_id]
+            if len(jobs) >= per_conversation:
+                continue
+            outgoing = Outgoing(
+                message_id=r.message_id,
+                transport_ref=r.transport_ref,
+                attempt=r.attempts + 1,
+                sender=r.phone_number,
+                chat_key=r.chat_key,
+                recipients=_recipients(r.chat_type, r.chat_key, r.participants_key),
+                is_group=r.chat_type == "group",
+                chat_guid=r.chat_guid,
+                text=r.text,
+                attachments=tuple(r.attachments or ()),
+                parts=tuple(r.parts or ()),
+                effect=r.effect,
+                reply_to=r.reply_to,
+                link_preview=r.link_preview,
+                options=r.options or {},
+                time_accepted=r.time_sent,
+            )
+            jobs.append(
+                Job(
+                    r.seq,
+                    r.conversation_id,
+                    r.number_id,
+                    r.transport,
+                    r.attempts,
+                    r.next_attempt_at,
+                    r.lease_owner is not None,
+                    outgoing,
+                )
+            )
+        return [ClaimedConversation(cid, tuple(jobs)) for cid, jobs in grouped.items()]
+
+    return unit
+
+
+def mark_attempt(job: Job, worker: str, now: int, lease_ms: int) -> Callable[[Batch], bool]:
+    """Start an attempt: the job is still pending (not cancelled) and this worker still holds its lease."""
+
+    def unit(batch: Batch) -> bool:
+        owned = batch.conn.execute(
+            update(_c)
+            .where(_c.c.id == job.conversation_id, _c.c.lease_owner == worker)
+            .values(lease_until=now + lease_ms)
+        ).rowcount
+        if not owned:
+            return False
+        started = batch.conn.execute(
+            update(_j)
+            .where(_j.c.seq == job.seq, _j.c.state == "pending")
+            .values(lease_owner=worker, attempts=_j.c.attempts + 1, updated_at=now)
+        ).rowcount
+        return bool(started)
+
+    return unit
+
+
+def record_sent(job: Job, receipt: Receipt, now: int) -> Callable[[Batch], None]:
+    def unit(batch: Batch) -> None:
+        batch.conn.execute(
+            update(_j)
+            .where(_j.c.seq == job.seq)
+            .values(state="done", lease_owner=None, last_error=None, updated_at=now)
+        )
+        state = load_state(batch, message_id=job.outgoing.message_id)
+        if state is not None:
+            advance(batch, state, "sent", receipt.sent_at, protocol=receipt.protocol, provider_id=receipt.provider_id)
+        if receipt.chat_guid and job.outgoing.is_group and not job.outgoing.chat_guid:
+            # The first send to a group created its chat on the device: remember it for the next ones.
+            chat = batch.conn.execute(select(_chat.c.group_id).where(_chat.c.chat_key == job.outgoing.chat_key)).first()
+            if chat is not None and chat.group_id:
+                batch.conn.execute(
+                    update(_grp)
+                    .where(_grp.c.id == chat.group_id, _grp.c.chat_guid.is_(None))
+                    .values(chat_guid=receipt.chat_guid)
+                )
+
+    return unit
+
+
+def record_retry(job: Job, error: str, retry_at: int, now: int) -> Callable[[Batch], None]:
+    """The attempt failed transiently: park the job and hold its conversation until ``retry_at``."""
+
+    def unit(batch: Batch) -> None:
+        batch.conn.execute(
+            update(_j)
+            .where(_j.c.seq == job.seq)
+            .values(lease_owner=None, next_attempt_at=retry_at, last_error=error, updated_at=now)
+        )
+        batch.conn.execute(
+            update(_c).where(_c.c.id == job.conversation_id).values(lease_owner=None, lease_until=retry_at)
+        )
+
+    return unit
+
+
+def record_failed(job: Job, code: str, error: str, now: int) -> Callable[[Batch], None]:
+    def unit(batch: Batch) -> None:
+        batch.conn.execute(
+            update(_j)
+            .where(_j.c.seq == job.seq)
+            .values(state="failed", lease_owner=None, last_error=error, updated_at=now)
+        )
+        state = load_state(batch, message_id=job.outgoing.message_id)
+        if state is not None:
+            advance(batch, state, "failed", now, error=error, error_code=code)
+
+    return unit
+
+
+def release(conversation_ids: list[str], worker: str) -> Callable[[Batch], None]:
+    def unit(batch: Batch) -> None:
+        batch.conn.execute(
+            update(_c)
+            .where(_c.c.id.in_(conversation_ids), _c.c.lease_owner == worker)
+            .values(lease_owner=None, lease_until=None)
+        )
+
+    return unit
+
+
+def sent_messages_to_resume(transport_kinds: tuple[str, ...], limit: int = 10_000) -> Callable[[Batch], Any]:
+    """Messages left ``sent`` on transports that can re-arm their receipts (after a restart)."""
+
+    def unit(batch: Batch) -> list[tuple[str, str, Outgoing, Receipt]]:
+        rows = batch.conn.execute(
+            select(
+                _msg.c.id,
+                _msg.c.number_id,
+                _num.c.transport,
+                _msg.c.provider_id,
+                _msg.c.protocol,
+                _msg.c.time_sent,
+                _msg.c.text,
+                _j.c.transport_ref,
+                _j.c.attempts,
+                _j.c.updated_at,
+                _num.c.phone_number,
+                _chat.c.chat_key,
+                _chat.c.type.label("chat_type"),
+                _grp.c.chat_guid,
+                _grp.c.participants_key,
+            )
+            .join(_j, _j.c.message_id == _msg.c.id)
+            .join(_num, _num.c.id == _msg.c.number_id)
+            .join(_chat, _chat.c.id == _msg.c.chat_id)
+            .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
+            .where(_msg.c.status == "sent", _num.c.transport.in_(transport_kinds))
+            .limit(limit)
+        )
+        out = []
+        for r in rows:
+            outgoing = Outgoing(
+                message_id=r.id,
+                transport_ref=r.transport_ref,
+                attempt=r.attempts,
+                sender=r.phone_number,
+                chat_key=r.chat_key,
+                recipients=_recipients(r.chat_type, r.chat_key, r.participants_key),
+                is_group=r.chat_type == "group",
+                chat_guid=r.chat_guid,
+                text=r.text,
+                time_accepted=r.time_sent,
+            )
+            out.append((r.number_id, r.transport, outgoing, Receipt(r.provider_id, r.protocol, r.updated_at)))
+        return out
+
+    return unit
+
+
+def cancel(
+    org_id: str, message_id: str, chat_matches: Callable[[str, str | None], bool], now: int
+) -> Callable[[Batch], Any]:
+    """DECISIONS.md §13: a still-queued message is cancelled; one handed to the transport is 409."""
+
+    def unit(batch: Batch) -> dict[str, Any]:
+        row = batch.conn.execute(
+            select(
+                _msg.c.status,
+                _msg.c.direction,
+                _chat.c.chat_key,
+                _grp.c.participants_key,
+                _j.c.seq,
+                _j.c.state,
+                _j.c.lease_owner,
+            )
+            .join(_chat, _chat.c.id == _msg.c.chat_id)
+            .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
+            .outerjoin(_j, _j.c.message_id == _msg.c.id)
+            .where(_msg.c.id == message_id, _msg.c.organization_id == org_id)
+        ).first()
+        if row is None or not chat_matches(row.chat_key, row.participants_key):
+            raise ApiError(404, "not_found", f"Message {message_id} not found in this chat")
+        if (
+            row.direction != "outbound"
+            or row.status != "queued"
+            or row.state != "pending"
+            or row.lease_owner is not None
+        ):
+            raise ApiError(
+                409, "message_not_cancellable", f"Message {message_id} is {row.status} and can no longer be cancelled"
+            )
+        batch.conn.execute(
+            update(_j)
+            .where(and_(_j.c.seq == row.seq, _j.c.state == "pending"))
+            .values(state="cancelled", updated_at=now)
+        )
+        batch.conn.execute(update(_msg).where(_msg.c.id == message_id).values(status="cancelled"))
+        return {"message_id": message_id, "cancelled": True, "status": "cancelled"}
+
+    return unit

@@ -1,0 +1,223 @@
+"""The outbound message state machine, with its events, inside a writer batch.
+
+``queued → sent → delivered`` (then ``time_read`` and a ``message.read`` event), or ``→ failed``; a
+cancelled message is terminal too. News can arrive in any order (a device's "delivered" callback before
+the send's own answer is recorded, a duplicate callback, a late "sent"): :func:`advance` only ever moves
+forward, fills the steps that were skipped (a ``delivered`` on a ``queued`` message records ``sent``
+first), and ignores what is already known. Each step writes its ``message.*`` event in the same
+transaction as the status change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+
+from openbloo.chats.store import ORDER_EVENTS
+from openbloo.db import models as m
+from openbloo.db.writer import Batch
+from openbloo.events.payloads import message_payload
+from openbloo.ids import new_id
+
+TERMINAL = frozenset({"failed", "cancelled"})
+RANK = {"queued": 0, "sent": 1, "delivered": 2}
+
+_msgs = m.messages
+SAVE_STATE = (
+    update(_msgs)
+    .where(_msgs.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        protocol=bindparam("b_protocol"),
+        provider_id=bindparam("b_provider_id"),
+        time_delivered=bindparam("b_time_delivered"),
+        time_read=bindparam("b_time_read"),
+        error=bindparam("b_error"),
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageState:
+    id: str
+    organization_id: str
+    api_key_id: str | None
+    number_id: str | None
+    direction: str
+    status: str
+    protocol: str
+    provider_id: str | None
+    time_delivered: int | None
+    time_read: int | None
+    error: str | None
+    text: str | None
+    attachments: Any
+    chat_key: str
+    group_id: str | None
+    phone_number: str | None
+
+
+def load_state(batch: Batch, *, message_id: str | None = None, provider_id: str | None = None) -> MessageState | None:
+    if message_id is not None:
+        cached = batch.recall(("msg", message_id))
+        if cached is not None:
+            return cached
+    c, n = m.chats, m.numbers
+    stmt = (
+        select(
+            _msgs.c.id,
+            _msgs.c.organization_id,
+            _msgs.c.api_key_id,
+            _msgs.c.number_id,
+            _msgs.c.direction,
+            _msgs.c.status,
+            _msgs.c.protocol,
+            _msgs.c.provider_id,
+            _msgs.c.time_delivered,
+            _msgs.c.time_read,
+            _msgs.c.error,
+            _msgs.c.text,
+            _msgs.c.attachments,
+            c.c.chat_key,
+            c.c.group_id,
+            n.c.phone_number,
+        )
+        .join(c, c.c.id == _msgs.c.chat_id)
+        .outerjoin(n, n.c.id == _msgs.c.number_id)
+    )
+    if message_id is not None:
+        stmt = stmt.where(_msgs.c.id == message_id)
+    elif provider_id is not None:
+        stmt = stmt.where(_msgs.c.provider_id == provider_id).limit(1)
+    else:
+        return None
+    row = batch.conn.execute(stmt).first()
+    if row is None:
+        return None
+    cached = batch.recall(("msg", row.id))
+    if cached is not None:  # found by provider id, but this batch already holds newer state
+        return cached
+    state = MessageState(**row._asdict())
+    batch.remember(("msg", state.id), state)
+    return state
+
+
+def _save(batch: Batch, state: MessageState) -> None:
+    batch.remember(("msg", state.id), state)
+    batch.execute_later(
+        "message_state",
+        SAVE_STATE,
+        {
+            "b_id": state.id,
+            "b_status": state.status,
+            "b_protocol": state.protocol,
+            "b_provider_id": state.provider_id,
+            "b_time_delivered": state.time_delivered,
+            "b_time_read": state.time_read,
+            "b_error": state.error,
+        },
+    )
+
+
+def _group_info(batch: Batch, group_id: str) -> dict[str, Any]:
+    key = ("group_info", group_id)
+    cached = batch.recall(key)
+    if cached is not None:
+        return cached
+    g, gm, ct = m.groups, m.group_members, m.contacts
+    grp = batch.conn.execute(select(g.c.name, g.c.chat_guid).where(g.c.id == group_id)).first()
+    members = batch.conn.execute(
+        select(gm.c.identifier, gm.c.contact_id, ct.c.name)
+        .outerjoin(ct, ct.c.id == gm.c.contact_id)
+        .where(gm.c.group_id == group_id, gm.c.removed_at.is_(None))
+        .order_by(gm.c.identifier)
+    )
+    info = {
+        "group_id": group_id,
+        "group_name": grp.name if grp else None,
+        "chat_guid": grp.chat_guid if grp else None,
+        "participants": [{"contact_id": r.contact_id, "identifier": r.identifier, "name": r.name} for r in members],
+    }
+    batch.remember(key, info)
+    return info
+
+
+def record_event(batch: Batch, state: MessageState, event: str, status: str, at: int, **fields: Any) -> None:
+    group = _group_info(batch, state.group_id) if state.group_id else None
+    payload = message_payload(
+        event,
+        message_id=state.id,
+        external_id=state.chat_key,
+        internal_id=state.phone_number,
+        number_id=state.number_id,
+        status=status,
+        protocol=state.protocol,
+        timestamp=at,
+        text=state.text,
+        attachments=state.attachments,
+        group=group,
+        **fields,
+    )
+    batch.insert_later(
+        m.events,
+        {
+            "id": new_id("evt_"),
+            "organization_id": state.organization_id,
+            "type": event,
+            "message_id": state.id,
+            "api_key_id": state.api_key_id,
+            "number_id": state.number_id,
+            "payload": payload,
+            "created_at": at,
+        },
+        ORDER_EVENTS,
+    )
+
+
+def advance(
+    batch: Batch,
+    state: MessageState,
+    status: str,
+    at: int,
+    *,
+    protocol: str | None = None,
+    provider_id: str | None = None,
+    error: str | None = None,
+    error_code: str | None = None,
+) -> MessageState:
+    """Move ``state`` forward to ``status`` (sent | delivered | read | failed); returns the new state."""
+    if state.status in TERMINAL or state.direction != "outbound":
+        return state
+    new = state
+    if protocol and new.protocol in ("pending", "unknown"):
+        new = replace(new, protocol=protocol)
+    if provider_id and not new.provider_id:
+        new = replace(new, provider_id=provider_id)
+    if status == "failed":
+        if new.status == "delivered":
+            return _finish(batch, state, new)
+        new = replace(new, status="failed", error=error or error_code or "failed")
+        _save(batch, new)
+        record_event(
+            batch, new, "message.failed", "failed", at, error_code=error_code or "failed", error_message=error or ""
+        )
+        return new
+    target = "delivered" if status == "read" else status
+    if new.status == "queued" and RANK.get(target, 0) >= 1:
+        new = replace(new, status="sent")
+        record_event(batch, new, "message.sent", "sent", at, sent_at=at)
+    if new.status == "sent" and target == "delivered":
+        new = replace(new, status="delivered", time_delivered=at)
+        record_event(batch, new, "message.delivered", "delivered", at, delivered_at=at)
+    if status == "read" and new.time_read is None:
+        new = replace(new, time_read=at)
+        record_event(batch, new, "message.read", "read", at, read_at=at)
+    return _finish(batch, state, new)
+
+
+def _finish(batch: Batch, old: MessageState, new: MessageState) -> MessageState:
+    if new != old:
+        _save(batch, new)
+    return new

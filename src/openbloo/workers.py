@@ -1,0 +1,46 @@
+"""The background workers of one process: the delivery dispatcher (and, as they come, the webhook sender).
+
+``openbloo serve`` runs them beside the API unless ``--no-workers``; ``openbloo worker`` runs them alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from openbloo.delivery.dispatcher import Dispatcher
+from openbloo.runtime import Runtime
+
+log = logging.getLogger("openbloo.workers")
+
+
+class Workers:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.dispatcher = Dispatcher(runtime)
+
+    async def start(self) -> None:
+        await self.dispatcher.start()
+
+    async def stop(self) -> None:
+        await self.dispatcher.stop()
+
+
+async def run_worker_process(runtime: Runtime) -> None:
+    """``openbloo worker``: the workers alone, until SIGINT/SIGTERM."""
+    runtime.start()
+    workers = Workers(runtime)
+    await workers.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    log.info("worker running")
+    try:
+        await stop.wait()
+    finally:
+        await workers.stop()
+        await runtime.close()
