@@ -93,7 +93,7 @@ class Server:
         return self.runtime.urls.dialect
 
 
-def test_settings(database_url: str, **overrides: Any) -> Settings:
+def server_settings(database_url: str, **overrides: Any) -> Settings:
     """Settings for test servers: short caches, fast retries and receipts, state kept beside the database."""
     values: dict[str, Any] = {
         "database_url": database_url,
@@ -123,7 +123,7 @@ def simulator_state(database_url: str, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="session")
 def server(database_url: str, simulator_state: str) -> Iterator[Server]:
-    runtime = Runtime.create(test_settings(database_url, simulator_state=simulator_state))
+    runtime = Runtime.create(server_settings(database_url, simulator_state=simulator_state))
     port = free_port()
     config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     srv = _ThreadedServer(config)
