@@ -20,7 +20,7 @@ from openbloo.ids import new_id
 
 # Flush order of deferred inserts: parents before children (foreign keys on PostgreSQL).
 ORDER_CONTACTS, ORDER_GROUPS, ORDER_MEMBERS, ORDER_CHATS, ORDER_CONVERSATIONS = 10, 20, 30, 40, 50
-ORDER_MESSAGES, ORDER_JOBS, ORDER_EVENTS, ORDER_IDEMPOTENCY = 60, 70, 80, 90
+ORDER_MESSAGES, ORDER_JOBS, ORDER_IDEMPOTENCY = 60, 70, 90  # events: 80 (events/store.py)
 
 
 @dataclass(frozen=True, slots=True)

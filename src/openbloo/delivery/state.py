@@ -15,11 +15,10 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
-from openbloo.chats.store import ORDER_EVENTS
 from openbloo.db import models as m
 from openbloo.db.writer import Batch
 from openbloo.events.payloads import message_payload
-from openbloo.ids import new_id
+from openbloo.events.store import record_event as store_event
 
 TERMINAL = frozenset({"failed", "cancelled"})
 RANK = {"queued": 0, "sent": 1, "delivered": 2}
@@ -144,7 +143,7 @@ def _group_info(batch: Batch, group_id: str) -> dict[str, Any]:
     return info
 
 
-def record_event(batch: Batch, state: MessageState, event: str, status: str, at: int, **fields: Any) -> None:
+def record_message_event(batch: Batch, state: MessageState, event: str, status: str, at: int, **fields: Any) -> None:
     group = _group_info(batch, state.group_id) if state.group_id else None
     payload = message_payload(
         event,
@@ -160,19 +159,15 @@ def record_event(batch: Batch, state: MessageState, event: str, status: str, at:
         group=group,
         **fields,
     )
-    batch.insert_later(
-        m.events,
-        {
-            "id": new_id("evt_"),
-            "organization_id": state.organization_id,
-            "type": event,
-            "message_id": state.id,
-            "api_key_id": state.api_key_id,
-            "number_id": state.number_id,
-            "payload": payload,
-            "created_at": at,
-        },
-        ORDER_EVENTS,
+    store_event(
+        batch,
+        organization_id=state.organization_id,
+        type=event,
+        message_id=state.id,
+        api_key_id=state.api_key_id,
+        number_id=state.number_id,
+        payload=payload,
+        created_at=at,
     )
 
 
@@ -200,20 +195,20 @@ def advance(
             return _finish(batch, state, new)
         new = replace(new, status="failed", error=error or error_code or "failed")
         _save(batch, new)
-        record_event(
+        record_message_event(
             batch, new, "message.failed", "failed", at, error_code=error_code or "failed", error_message=error or ""
         )
         return new
     target = "delivered" if status == "read" else status
     if new.status == "queued" and RANK.get(target, 0) >= 1:
         new = replace(new, status="sent")
-        record_event(batch, new, "message.sent", "sent", at, sent_at=at)
+        record_message_event(batch, new, "message.sent", "sent", at, sent_at=at)
     if new.status == "sent" and target == "delivered":
         new = replace(new, status="delivered", time_delivered=at)
-        record_event(batch, new, "message.delivered", "delivered", at, delivered_at=at)
+        record_message_event(batch, new, "message.delivered", "delivered", at, delivered_at=at)
     if status == "read" and new.time_read is None:
         new = replace(new, time_read=at)
-        record_event(batch, new, "message.read", "read", at, read_at=at)
+        record_message_event(batch, new, "message.read", "read", at, read_at=at)
     return _finish(batch, state, new)
 
 

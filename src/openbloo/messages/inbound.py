@@ -15,12 +15,13 @@ from sqlalchemy import bindparam, func, select, update
 
 from openbloo.addressing import normalize_handle
 from openbloo.chats import store
-from openbloo.chats.store import ORDER_EVENTS, ORDER_MESSAGES
+from openbloo.chats.store import ORDER_MESSAGES
 from openbloo.db import models as m
 from openbloo.db.writer import Batch
 from openbloo.delivery.state import _group_info
 from openbloo.errors import ApiError
 from openbloo.events.payloads import message_payload
+from openbloo.events.store import record_event
 from openbloo.ids import new_id
 from openbloo.transports.base import InboundMessage
 
@@ -165,19 +166,14 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
             sender=sender.value,
             received_at=now,
         )
-        batch.insert_later(
-            m.events,
-            {
-                "id": new_id("evt_"),
-                "organization_id": org,
-                "type": "message.received",
-                "message_id": message_id,
-                "api_key_id": None,
-                "number_id": number.id,
-                "payload": payload,
-                "created_at": now,
-            },
-            ORDER_EVENTS,
+        record_event(
+            batch,
+            organization_id=org,
+            type="message.received",
+            message_id=message_id,
+            number_id=number.id,
+            payload=payload,
+            created_at=now,
         )
         batch.execute_later(
             "chat_inbound",

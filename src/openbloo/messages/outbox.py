@@ -9,10 +9,11 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, func, update
 
-from openbloo.chats.store import ORDER_EVENTS, ORDER_JOBS, ORDER_MESSAGES, ChatRef, ConversationRef
+from openbloo.chats.store import ORDER_JOBS, ORDER_MESSAGES, ChatRef, ConversationRef
 from openbloo.db import models as m
 from openbloo.db.writer import Batch
 from openbloo.events.payloads import message_payload
+from openbloo.events.store import record_event
 from openbloo.ids import new_id
 
 _chats, _convs, _nums, _contacts = m.chats, m.conversations, m.numbers, m.contacts
@@ -145,31 +146,27 @@ def record_outbound(
             },
             ORDER_JOBS,
         )
-        batch.insert_later(
-            m.events,
-            {
-                "id": new_id("evt_"),
-                "organization_id": row["organization_id"],
-                "type": "message.queued",
-                "message_id": row["id"],
-                "api_key_id": row["api_key_id"],
-                "number_id": number_id,
-                "payload": message_payload(
-                    "message.queued",
-                    message_id=row["id"],
-                    external_id=chat.chat_key,
-                    internal_id=phone_number,
-                    number_id=number_id,
-                    status="queued",
-                    protocol="pending",
-                    timestamp=now,
-                    text=row["text"],
-                    attachments=row["attachments"],
-                    group=om.group,
-                ),
-                "created_at": now,
-            },
-            ORDER_EVENTS,
+        record_event(
+            batch,
+            organization_id=row["organization_id"],
+            type="message.queued",
+            message_id=row["id"],
+            api_key_id=row["api_key_id"],
+            number_id=number_id,
+            payload=message_payload(
+                "message.queued",
+                message_id=row["id"],
+                external_id=chat.chat_key,
+                internal_id=phone_number,
+                number_id=number_id,
+                status="queued",
+                protocol="pending",
+                timestamp=now,
+                text=row["text"],
+                attachments=row["attachments"],
+                group=om.group,
+            ),
+            created_at=now,
         )
     last = messages[-1].row
     batch.execute_later(

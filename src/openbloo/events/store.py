@@ -1,0 +1,55 @@
+"""Recording events: the one place an event row is written, inside the batch that causes it.
+
+Everything that happens to a message (queued, sent, delivered, read, failed, received ...) becomes an
+event row in the same transaction as the change itself (transactional outbox). Subscribers that must
+not miss an event (webhook deliveries) hook in here, so they are written in that same transaction too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from openbloo.db import models as m
+from openbloo.db.writer import Batch
+from openbloo.ids import new_id
+
+# Flush order: after messages (60) and jobs (70), before idempotency records (90).
+ORDER_EVENTS = 80
+
+# Called for each recorded event with (batch, event row); webhook fan-out registers itself here.
+EventHook = Callable[[Batch, dict[str, Any]], None]
+_hooks: list[EventHook] = []
+
+
+def on_event(hook: EventHook) -> EventHook:
+    if hook not in _hooks:
+        _hooks.append(hook)
+    return hook
+
+
+def record_event(
+    batch: Batch,
+    *,
+    organization_id: str,
+    type: str,
+    payload: dict[str, Any],
+    created_at: int,
+    message_id: str | None = None,
+    api_key_id: str | None = None,
+    number_id: str | None = None,
+) -> dict[str, Any]:
+    row = {
+        "id": new_id("evt_"),
+        "organization_id": organization_id,
+        "type": type,
+        "message_id": message_id,
+        "api_key_id": api_key_id,
+        "number_id": number_id,
+        "payload": payload,
+        "created_at": created_at,
+    }
+    batch.insert_later(m.events, row, ORDER_EVENTS)
+    for hook in _hooks:
+        hook(batch, row)
+    return row
