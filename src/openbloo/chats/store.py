@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, select
 
 from openbloo.addressing import Handle
 from openbloo.db import models as m
@@ -21,6 +21,19 @@ from openbloo.ids import new_id
 # Flush order of deferred inserts: parents before children (foreign keys on PostgreSQL).
 ORDER_CONTACTS, ORDER_GROUPS, ORDER_MEMBERS, ORDER_CHATS, ORDER_CONVERSATIONS = 10, 20, 30, 40, 50
 ORDER_MESSAGES, ORDER_JOBS, ORDER_IDEMPOTENCY = 60, 70, 90  # events: 80 (events/store.py)
+
+
+# Hot lookups, built once: executing a prebuilt statement skips SQLAlchemy's per-call construction and
+# cache-key work, which costs more than SQLite's own lookup.
+_CONTACT_BY_IDENTIFIER = select(m.contacts.c.id).where(
+    m.contacts.c.organization_id == bindparam("org"), m.contacts.c.identifier == bindparam("identifier")
+)
+_CHAT_BY_KEY = select(
+    m.chats.c.id, m.chats.c.type, m.chats.c.contact_id, m.chats.c.group_id, m.chats.c.last_number_id
+).where(m.chats.c.organization_id == bindparam("org"), m.chats.c.chat_key == bindparam("key"))
+_CONVERSATION = select(m.conversations.c.id, m.conversations.c.inbound_count, m.conversations.c.outbound_count).where(
+    m.conversations.c.chat_id == bindparam("chat"), m.conversations.c.number_id == bindparam("number")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +78,7 @@ def ensure_contact(batch: Batch, org_id: str, handle: Handle, now: int) -> str:
     if cached is not None:
         return str(cached)
     c = m.contacts
-    row = batch.conn.execute(
-        select(c.c.id).where(c.c.organization_id == org_id, c.c.identifier == handle.value)
-    ).first()
+    row = batch.conn.execute(_CONTACT_BY_IDENTIFIER, {"org": org_id, "identifier": handle.value}).first()
     if row is not None:
         contact_id = str(row.id)
     else:
@@ -98,12 +109,7 @@ def load_chat(batch: Batch, org_id: str, chat_key: str) -> ChatRef | None:
     cached = batch.recall(key)
     if cached is not None:
         return cached
-    c = m.chats
-    row = batch.conn.execute(
-        select(c.c.id, c.c.type, c.c.contact_id, c.c.group_id, c.c.last_number_id).where(
-            c.c.organization_id == org_id, c.c.chat_key == chat_key
-        )
-    ).first()
+    row = batch.conn.execute(_CHAT_BY_KEY, {"org": org_id, "key": chat_key}).first()
     if row is None:
         return None
     ref = ChatRef(row.id, chat_key, row.type, row.contact_id, row.group_id, row.last_number_id)
@@ -261,10 +267,7 @@ def load_conversation(batch: Batch, chat_id: str, number_id: str) -> Conversatio
     cached = batch.recall(key)
     if cached is not None:
         return cached
-    c = m.conversations
-    row = batch.conn.execute(
-        select(c.c.id, c.c.inbound_count, c.c.outbound_count).where(c.c.chat_id == chat_id, c.c.number_id == number_id)
-    ).first()
+    row = batch.conn.execute(_CONVERSATION, {"chat": chat_id, "number": number_id}).first()
     if row is None:
         return None
     ref = ConversationRef(row.id, chat_id, number_id, int(row.inbound_count), int(row.outbound_count))

@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from openbloo.config import DatabaseUrls
 
@@ -30,11 +29,15 @@ def make_sync_engine(urls: DatabaseUrls, *, synchronous: str = "NORMAL", pool_si
         assert urls.sqlite_path is not None
         if urls.sqlite_path.parent and not urls.sqlite_path.parent.exists():
             urls.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(urls.sync, connect_args={"check_same_thread": False}, poolclass=NullPool)
+        # Pooled: the writer thread keeps its connection (and its prepared-statement cache) across batches.
+        engine = create_engine(urls.sync, connect_args={"check_same_thread": False}, pool_size=pool_size)
         event.listen(engine, "connect", _sqlite_pragmas(synchronous))
         # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take control of it.
         event.listen(engine, "connect", lambda c, _r: setattr(c, "isolation_level", None))
-        event.listen(engine, "begin", lambda c: c.exec_driver_sql("BEGIN"))
+        # IMMEDIATE: take the write lock up front, waiting for it (busy_timeout). A deferred transaction that
+        # reads first and then writes fails at once with "database is locked" when another process (the CLI
+        # next to a busy server) committed in between: SQLite cannot upgrade a stale read snapshot.
+        event.listen(engine, "begin", lambda c: c.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     return create_engine(urls.sync, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 

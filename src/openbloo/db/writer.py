@@ -60,11 +60,7 @@ class Batch:
         # Set when the running unit executes an INSERT/UPDATE/DELETE itself (not deferred): if that unit
         # then fails outside a savepoint, its writes cannot be undone alone and the batch is re-run.
         self.wrote = False
-        event.listen(conn, "before_cursor_execute", self._watch)
-
-    def _watch(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if not self.wrote and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
-            self.wrote = True
+        _watch_engine(conn.engine)
 
     # -- reads -------------------------------------------------------------------------------------------
     def recall(self, key: Any) -> Any:
@@ -110,6 +106,7 @@ class Batch:
         commits_mark = len(self._after_commit)
         self._undo = []
         self.wrote = False
+        _running.batch = self
         try:
             result = unit(self)
         except BaseException as exc:
@@ -134,6 +131,8 @@ class Batch:
                     self._cache[key] = old
             self._undo = []
             return False, exc
+        finally:
+            _running.batch = None
         if self._savepoint is not None:
             self._savepoint.commit()
             self._savepoint = None
@@ -144,11 +143,28 @@ class Batch:
         for _order, stmt, params in sorted(self._pending.values(), key=lambda e: e[0]):
             self.conn.execute(stmt, params)
         self._pending.clear()
-        event.remove(self.conn, "before_cursor_execute", self._watch)
 
     def _commit_hooks(self) -> list[Callable[[], None]]:
         hooks, self._after_commit = self._after_commit, []
         return hooks
+
+
+# The batch whose unit is running on this thread: the engine-level listener below reports writes to it.
+_running = threading.local()
+_watched: set[int] = set()
+
+
+def _on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    batch = getattr(_running, "batch", None)
+    if batch is not None and not batch.wrote and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+        batch.wrote = True
+
+
+def _watch_engine(engine: Engine) -> None:
+    # One listener per engine, installed once: per-connection listeners cost more than the statements.
+    if id(engine) not in _watched:
+        _watched.add(id(engine))
+        event.listen(engine, "before_cursor_execute", _on_execute)
 
 
 class _WroteThenFailed(Exception):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from openbloo.db import models as m
 from openbloo.db.writer import Batch
@@ -26,6 +26,29 @@ from openbloo.errors import ApiError
 from openbloo.transports.base import Outgoing, Receipt
 
 _j, _c, _msg, _chat, _num, _grp = m.delivery_jobs, m.conversations, m.messages, m.chats, m.numbers, m.groups
+
+
+# The per-job statements, built once (they run several times per delivered message).
+_RENEW_LEASE = (
+    update(_c)
+    .where(_c.c.id == bindparam("b_conv"), _c.c.lease_owner == bindparam("b_worker"))
+    .values(lease_until=bindparam("b_until"))
+)
+_START_ATTEMPT = (
+    update(_j)
+    .where(_j.c.seq == bindparam("b_seq"), _j.c.state == "pending")
+    .values(lease_owner=bindparam("b_worker"), attempts=_j.c.attempts + 1, updated_at=bindparam("b_now"))
+)
+_JOB_DONE = (
+    update(_j)
+    .where(_j.c.seq == bindparam("b_seq"))
+    .values(state="done", lease_owner=None, last_error=None, updated_at=bindparam("b_now"))
+)
+_RELEASE = (
+    update(_c)
+    .where(_c.c.id == bindparam("b_conv"), _c.c.lease_owner == bindparam("b_worker"))
+    .values(lease_owner=None, lease_until=None)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,17 +176,11 @@ def mark_attempt(job: Job, worker: str, now: int, lease_ms: int) -> Callable[[Ba
 
     def unit(batch: Batch) -> bool:
         owned = batch.conn.execute(
-            update(_c)
-            .where(_c.c.id == job.conversation_id, _c.c.lease_owner == worker)
-            .values(lease_until=now + lease_ms)
+            _RENEW_LEASE, {"b_conv": job.conversation_id, "b_worker": worker, "b_until": now + lease_ms}
         ).rowcount
         if not owned:
             return False
-        started = batch.conn.execute(
-            update(_j)
-            .where(_j.c.seq == job.seq, _j.c.state == "pending")
-            .values(lease_owner=worker, attempts=_j.c.attempts + 1, updated_at=now)
-        ).rowcount
+        started = batch.conn.execute(_START_ATTEMPT, {"b_seq": job.seq, "b_worker": worker, "b_now": now}).rowcount
         return bool(started)
 
     return unit
@@ -171,11 +188,7 @@ def mark_attempt(job: Job, worker: str, now: int, lease_ms: int) -> Callable[[Ba
 
 def record_sent(job: Job, receipt: Receipt, now: int) -> Callable[[Batch], None]:
     def unit(batch: Batch) -> None:
-        batch.conn.execute(
-            update(_j)
-            .where(_j.c.seq == job.seq)
-            .values(state="done", lease_owner=None, last_error=None, updated_at=now)
-        )
+        batch.execute_later("job_done", _JOB_DONE, {"b_seq": job.seq, "b_now": now})
         state = load_state(batch, message_id=job.outgoing.message_id)
         if state is not None:
             advance(batch, state, "sent", receipt.sent_at, protocol=receipt.protocol, provider_id=receipt.provider_id)
@@ -224,11 +237,8 @@ def record_failed(job: Job, code: str, error: str, now: int) -> Callable[[Batch]
 
 def release(conversation_ids: list[str], worker: str) -> Callable[[Batch], None]:
     def unit(batch: Batch) -> None:
-        batch.conn.execute(
-            update(_c)
-            .where(_c.c.id.in_(conversation_ids), _c.c.lease_owner == worker)
-            .values(lease_owner=None, lease_until=None)
-        )
+        for conv_id in conversation_ids:
+            batch.execute_later("release", _RELEASE, {"b_conv": conv_id, "b_worker": worker})
 
     return unit
 

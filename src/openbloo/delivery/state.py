@@ -38,6 +38,36 @@ SAVE_STATE = (
 )
 
 
+def _state_select() -> Any:
+    c, n = m.chats, m.numbers
+    return (
+        select(
+            _msgs.c.id,
+            _msgs.c.organization_id,
+            _msgs.c.api_key_id,
+            _msgs.c.number_id,
+            _msgs.c.direction,
+            _msgs.c.status,
+            _msgs.c.protocol,
+            _msgs.c.provider_id,
+            _msgs.c.time_delivered,
+            _msgs.c.time_read,
+            _msgs.c.error,
+            _msgs.c.text,
+            _msgs.c.attachments,
+            c.c.chat_key,
+            c.c.group_id,
+            n.c.phone_number,
+        )
+        .join(c, c.c.id == _msgs.c.chat_id)
+        .outerjoin(n, n.c.id == _msgs.c.number_id)
+    )
+
+
+_STATE_BY_ID = _state_select().where(_msgs.c.id == bindparam("id"))
+_STATE_BY_PROVIDER_ID = _state_select().where(_msgs.c.provider_id == bindparam("provider_id")).limit(1)
+
+
 @dataclass(frozen=True, slots=True)
 class MessageState:
     id: str
@@ -63,36 +93,12 @@ def load_state(batch: Batch, *, message_id: str | None = None, provider_id: str 
         cached = batch.recall(("msg", message_id))
         if cached is not None:
             return cached
-    c, n = m.chats, m.numbers
-    stmt = (
-        select(
-            _msgs.c.id,
-            _msgs.c.organization_id,
-            _msgs.c.api_key_id,
-            _msgs.c.number_id,
-            _msgs.c.direction,
-            _msgs.c.status,
-            _msgs.c.protocol,
-            _msgs.c.provider_id,
-            _msgs.c.time_delivered,
-            _msgs.c.time_read,
-            _msgs.c.error,
-            _msgs.c.text,
-            _msgs.c.attachments,
-            c.c.chat_key,
-            c.c.group_id,
-            n.c.phone_number,
-        )
-        .join(c, c.c.id == _msgs.c.chat_id)
-        .outerjoin(n, n.c.id == _msgs.c.number_id)
-    )
     if message_id is not None:
-        stmt = stmt.where(_msgs.c.id == message_id)
+        row = batch.conn.execute(_STATE_BY_ID, {"id": message_id}).first()
     elif provider_id is not None:
-        stmt = stmt.where(_msgs.c.provider_id == provider_id).limit(1)
+        row = batch.conn.execute(_STATE_BY_PROVIDER_ID, {"provider_id": provider_id}).first()
     else:
         return None
-    row = batch.conn.execute(stmt).first()
     if row is None:
         return None
     cached = batch.recall(("msg", row.id))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from openbloo.addressing import ChatAddress, normalize_handle, normalize_phone
 from openbloo.auth.context import AuthContext, PoolNumber
@@ -75,6 +75,11 @@ class Parent:
         return self.id is not None
 
 
+_IDEMPOTENCY_RECORD = select(
+    m.idempotency_keys.c.request_hash, m.idempotency_keys.c.response_body, m.idempotency_keys.c.expires_at
+).where(m.idempotency_keys.c.organization_id == bindparam("org"), m.idempotency_keys.c.key == bindparam("key"))
+
+
 def _today(now: int) -> str:
     return datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y-%m-%d")
 
@@ -87,11 +92,7 @@ def _replay(batch: Batch, org_id: str, idem: Idempotency, now: int) -> SendOutco
     found = batch.recall(key)
     if found is None:
         t = m.idempotency_keys
-        row = batch.conn.execute(
-            select(t.c.request_hash, t.c.response_body, t.c.expires_at).where(
-                t.c.organization_id == org_id, t.c.key == idem.key
-            )
-        ).first()
+        row = batch.conn.execute(_IDEMPOTENCY_RECORD, {"org": org_id, "key": idem.key}).first()
         if row is None:
             return None
         if row.expires_at <= now:
@@ -328,7 +329,10 @@ def plan_send(
                 contact_id = store.ensure_contact(batch, org, handle, now)
                 chat = store.ensure_chat(batch, org, address.key, handle.kind, now, contact_id=contact_id)
         conv = store.load_conversation(batch, chat.id, number.id)
-        _check_plan(batch, number, chat, conv, request, address, now)
+        # A group made by this very send does not exist for the client if the send is refused: name the
+        # recipients as they asked for them.
+        recipient = address.key if group_created else chat.chat_key
+        _check_plan(batch, number, recipient, conv, request, now)
         _check_mentions(request, address, group, ctx.region)
 
         # Nothing can fail past this point: queue the writes.
@@ -442,10 +446,9 @@ def _count_day(batch: Batch, number: PoolNumber, n: int, new_conversation: bool,
 def _check_plan(
     batch: Batch,
     number: PoolNumber,
-    chat: ChatRef,
+    recipient: str,
     conv: ConversationRef | None,
     request: SendRequest,
-    address: ChatAddress,
     now: int,
 ) -> None:
     inbound = conv.inbound_count if conv is not None else 0
@@ -456,7 +459,7 @@ def _check_plan(
             "inbound_only_no_prior_inbound",
             "Inbound-only plan: outbound is restricted to contacts who messaged this number first.",
             allocation_id=number.id,
-            external_id=chat.chat_key,
+            external_id=recipient,
         )
     if request.attachments_only and empty and number.transport in IMESSAGE_TRANSPORTS:
         raise ApiError(
