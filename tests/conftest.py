@@ -105,6 +105,9 @@ def server_settings(database_url: str, **overrides: Any) -> Settings:
         "dispatcher_poll_seconds": 0.05,
         "simulator_delivery_ms": 50,
         "simulator_read_ms": 50,
+        "webhook_retry_schedule": "0.2,0.3,0.3,0.3",
+        "webhook_poll_seconds": 0.05,
+        "webhook_timeout_seconds": 3,
     }
     values.update(overrides)
     return Settings(**values)

@@ -83,6 +83,7 @@ def build_api(runtime: Runtime) -> FastAPI:
     from openbloo.chats.router import router as chats_router
     from openbloo.messages.inbound_router import router as simulator_router
     from openbloo.messages.router import router as messages_router
+    from openbloo.webhooks.router import router as webhooks_router
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -114,6 +115,7 @@ def build_api(runtime: Runtime) -> FastAPI:
     api.include_router(messages_router, prefix=PREFIX)
     api.include_router(chats_router, prefix=PREFIX)
     api.include_router(simulator_router, prefix=PREFIX)
+    api.include_router(webhooks_router, prefix=PREFIX)
 
     _install_openapi(api)
 

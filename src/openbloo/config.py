@@ -43,8 +43,15 @@ class Settings(BaseSettings):
     simulator_delivery_ms: int = 300
     simulator_read_ms: int = 300
     simulator_state: str | None = None
+    # Webhooks: URL policy (DECISIONS.md §14), retry schedule (comma-separated seconds; its length is the
+    # number of retries; default 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), per-attempt timeout, and how
+    # many attempts run at once per webhook and in all.
     webhook_allow_private: bool = False
     webhook_retry_schedule: str | None = None
+    webhook_timeout_seconds: float = 15.0
+    webhook_concurrency_per_endpoint: int = 8
+    webhook_concurrency: int = 256
+    webhook_poll_seconds: float = 0.25
     log_level: str = "info"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
     # Called in the writer thread after a batch that queued delivery jobs commits (the dispatcher's wake-up).
     job_listeners: list[Any] = field(default_factory=list)
+    # Async clean-ups for parts made on demand (HTTP clients of the API process), run by :meth:`close`.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def notify_jobs(self) -> None:
         for listener in self.job_listeners:
@@ -57,6 +60,12 @@ class Runtime:
         self.writer.start()
 
     async def close(self) -> None:
+        for closer in self.closers:
+            try:
+                await closer()
+            except Exception:
+                log.exception("clean-up failed")
+        self.closers.clear()
         self.writer.stop()
         await self.aengine.dispose()
         self.engine.dispose()

@@ -1,4 +1,4 @@
-"""The background workers of one process: the delivery dispatcher (and, as they come, the webhook sender).
+"""The background workers of one process: the delivery dispatcher and the webhook sender.
 
 ``openbloo serve`` runs them beside the API unless ``--no-workers``; ``openbloo worker`` runs them alone.
 """
@@ -11,6 +11,7 @@ import logging
 import signal
 
 from openbloo.delivery.dispatcher import Dispatcher
+from openbloo.events.sender import WebhookSender
 from openbloo.runtime import Runtime
 
 log = logging.getLogger("openbloo.workers")
@@ -20,12 +21,15 @@ class Workers:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.dispatcher = Dispatcher(runtime)
+        self.webhooks = WebhookSender(runtime)
 
     async def start(self) -> None:
+        await self.webhooks.start()
         await self.dispatcher.start()
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
+        await self.webhooks.stop()
 
 
 async def run_worker_process(runtime: Runtime) -> None:

@@ -1,31 +1,22 @@
 """Recording events: the one place an event row is written, inside the batch that causes it.
 
 Everything that happens to a message (queued, sent, delivered, read, failed, received ...) becomes an
-event row in the same transaction as the change itself (transactional outbox). Subscribers that must
-not miss an event (webhook deliveries) hook in here, so they are written in that same transaction too.
+event row in the same transaction as the change itself (transactional outbox). Its webhook deliveries
+are written in that same transaction too (:func:`openbloo.events.fanout.fan_out`), so no process that
+records events (API, worker, CLI) can record one without its deliveries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from openbloo.db import models as m
 from openbloo.db.writer import Batch
+from openbloo.events.fanout import fan_out
 from openbloo.ids import new_id
 
-# Flush order: after messages (60) and jobs (70), before idempotency records (90).
+# Flush order: after messages (60) and jobs (70), before deliveries (85) and idempotency records (90).
 ORDER_EVENTS = 80
-
-# Called for each recorded event with (batch, event row); webhook fan-out registers itself here.
-EventHook = Callable[[Batch, dict[str, Any]], None]
-_hooks: list[EventHook] = []
-
-
-def on_event(hook: EventHook) -> EventHook:
-    if hook not in _hooks:
-        _hooks.append(hook)
-    return hook
 
 
 def record_event(
@@ -50,6 +41,5 @@ def record_event(
         "created_at": created_at,
     }
     batch.insert_later(m.events, row, ORDER_EVENTS)
-    for hook in _hooks:
-        hook(batch, row)
+    fan_out(batch, row)
     return row

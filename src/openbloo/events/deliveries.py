@@ -1,0 +1,224 @@
+"""Webhook deliveries as units of work: claim the due ones, record each attempt and its outcome.
+
+A delivery is one event for one webhook: ``pending`` until an attempt gets a 2xx (``succeeded``), or
+until the retry schedule is spent (``failed``, still replayable); ``skipped`` when its webhook was
+deprecated or expired before it went out. Claiming leases deliveries to one sender
+(``lease_owner``/``lease_until``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so no delivery is attempted
+twice at once, and a sender that dies mid-attempt leaves leases that expire and are claimed again
+(at-least-once). Every attempt is a ``webhook_attempts`` row: what the delivery logs show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, case, or_, select, update
+
+from openbloo.db import models as m
+from openbloo.db.writer import Batch
+
+_d, _ev, _w, _a = m.webhook_deliveries, m.events, m.webhooks, m.webhook_attempts
+
+MAX_RESPONSE_CHARS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    seq: int
+    id: str
+    webhook_id: str
+    event_id: str
+    attempts: int
+    event_type: str
+    message_id: str | None
+    payload: Any
+    url: str
+    secret: str
+    scope: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One finished attempt and what it means for its delivery."""
+
+    delivery_seq: int
+    delivery_id: str
+    webhook_id: str
+    event_id: str
+    url: str
+    body: str
+    attempted_at: int
+    received_at: int | None
+    status: int | None
+    response_body: str | None
+    duration_ms: int
+    error: str | None
+    # The delivery afterwards: "succeeded", "failed", or "pending" again with ``next_attempt_at``.
+    state: str
+    attempts: int
+    next_attempt_at: int | None
+    is_replay: bool = False
+    original_event_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def claim(
+    worker: str, now: int, lease_ms: int, limit: int, free_slots: Mapping[str, int], per_webhook: int
+) -> Callable[[Batch], list[ClaimedDelivery]]:
+    """Lease up to ``limit`` due deliveries, at most ``free_slots.get(webhook, per_webhook)`` per webhook.
+
+    Webhooks with no free slot are left out of the query itself, so a dead receiver's backlog at the head
+    of the queue cannot hide other receivers' due deliveries.
+    """
+
+    def unit(batch: Batch) -> list[ClaimedDelivery]:
+        full = [w for w, n in free_slots.items() if n <= 0]
+        free = or_(_d.c.lease_until.is_(None), _d.c.lease_until < now)
+        stmt = (
+            select(
+                _d.c.seq,
+                _d.c.id,
+                _d.c.webhook_id,
+                _d.c.event_id,
+                _d.c.attempts,
+                _ev.c.type,
+                _ev.c.message_id,
+                _ev.c.payload,
+                _w.c.url,
+                _w.c.signing_secret,
+                _w.c.scope,
+                _w.c.deprecated_at,
+                _w.c.valid_until,
+            )
+            .join(_ev, _ev.c.id == _d.c.event_id)
+            .join(_w, _w.c.id == _d.c.webhook_id)
+            .where(_d.c.state == "pending", _d.c.next_attempt_at <= now, free)
+            .order_by(_d.c.next_attempt_at, _d.c.seq)
+            .limit(limit * 4)
+        )
+        if full:
+            stmt = stmt.where(_d.c.webhook_id.not_in(full))
+        if batch.is_postgres:
+            stmt = stmt.with_for_update(skip_locked=True, of=_d)
+        taken: dict[str, int] = {}
+        chosen: list[ClaimedDelivery] = []
+        skipped: list[int] = []
+        for r in batch.conn.execute(stmt):
+            if r.deprecated_at is not None or (r.valid_until != -1 and r.valid_until <= now):
+                skipped.append(r.seq)  # deprecated or expired webhooks get nothing (DECISIONS.md §14)
+                continue
+            slots = free_slots.get(r.webhook_id, per_webhook)
+            if taken.get(r.webhook_id, 0) >= slots or len(chosen) >= limit:
+                continue
+            taken[r.webhook_id] = taken.get(r.webhook_id, 0) + 1
+            chosen.append(
+                ClaimedDelivery(
+                    r.seq,
+                    r.id,
+                    r.webhook_id,
+                    r.event_id,
+                    r.attempts,
+                    r.type,
+                    r.message_id,
+                    r.payload,
+                    r.url,
+                    r.signing_secret,
+                    r.scope,
+                )
+            )
+        if chosen:
+            batch.conn.execute(
+                update(_d)
+                .where(_d.c.seq.in_([c.seq for c in chosen]))
+                .values(lease_owner=worker, lease_until=now + lease_ms)
+            )
+        if skipped:
+            batch.conn.execute(update(_d).where(_d.c.seq.in_(skipped)).values(state="skipped", lease_owner=None))
+        return chosen
+
+    return unit
+
+
+_SAVE_DELIVERY = (
+    update(_d)
+    .where(_d.c.seq == bindparam("b_seq"))
+    .values(
+        state=bindparam("b_state"),
+        attempts=bindparam("b_attempts"),
+        next_attempt_at=bindparam("b_next"),
+        lease_owner=None,
+        lease_until=None,
+    )
+)
+_COUNT_ATTEMPT = (
+    update(_w)
+    .where(_w.c.id == bindparam("b_id"))
+    .values(
+        failure_count=_w.c.failure_count + bindparam("b_failed"),
+        last_triggered=case(
+            (or_(_w.c.last_triggered.is_(None), _w.c.last_triggered < bindparam("b_t")), bindparam("b_t")),
+            else_=_w.c.last_triggered,
+        ),
+    )
+)
+
+
+def attempt_row(record: AttemptRecord) -> dict[str, Any]:
+    body = record.response_body
+    return {
+        "delivery_id": record.delivery_id,
+        "webhook_id": record.webhook_id,
+        "event_id": record.event_id,
+        "webhook_url": record.url,
+        "event_body": record.body,
+        "attempted_at": record.attempted_at,
+        "response_received_at": record.received_at,
+        "response_status": record.status,
+        "response_body": body[:MAX_RESPONSE_CHARS] if body is not None else None,
+        "duration_ms": record.duration_ms,
+        "error": record.error,
+        "is_replay": record.is_replay,
+        "original_event_id": record.original_event_id,
+    }
+
+
+def count_attempt(batch: Batch, record: AttemptRecord) -> None:
+    """``failure_count`` (never reset) and ``last_triggered`` of the attempt's webhook."""
+    batch.execute_later(
+        "webhook_attempt_count",
+        _COUNT_ATTEMPT,
+        {"b_id": record.webhook_id, "b_failed": 0 if record.ok else 1, "b_t": record.attempted_at},
+    )
+
+
+def record_attempts(records: list[AttemptRecord]) -> Callable[[Batch], int]:
+    """Log attempts, move their deliveries on, and count them on their webhooks (``failure_count``)."""
+
+    def unit(batch: Batch) -> int:
+        ids = sorted({r.webhook_id for r in records})
+        existing = {row.id for row in batch.conn.execute(select(_w.c.id).where(_w.c.id.in_(ids)))}
+        written = 0
+        for r in records:
+            if r.webhook_id not in existing:
+                continue  # the webhook was deleted while the attempt was in flight: nothing to log it on
+            batch.insert_later(_a, attempt_row(r), 95)
+            batch.execute_later(
+                "delivery_outcome",
+                _SAVE_DELIVERY,
+                {
+                    "b_seq": r.delivery_seq,
+                    "b_state": r.state,
+                    "b_attempts": r.attempts,
+                    "b_next": r.next_attempt_at or r.attempted_at,
+                },
+            )
+            count_attempt(batch, r)
+            written += 1
+        return written
+
+    return unit

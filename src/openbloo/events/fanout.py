@@ -1,0 +1,163 @@
+"""Event → webhook deliveries, in the transaction that records the event (transactional outbox).
+
+Each recorded event is matched against its organization's webhooks: active (not deprecated, not
+expired), subscribed to the event's bucket (``webhook_type``, DECISIONS.md §14) and allowed to see it by
+``scope``: an ``organization`` webhook sees every event of the organization; an ``api_key`` webhook sees
+the events of messages its key sent and the inbound traffic of numbers its key may use. One pending
+delivery row per match is queued on the same batch, so an event and its deliveries commit together, and
+a delivery can never be lost between the two.
+
+The organization's subscriptions are read once per batch, not once per event: a batch of hundreds of
+sends costs one small indexed query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, select
+
+from openbloo.db import models as m
+from openbloo.db.writer import Batch
+from openbloo.ids import new_id
+
+# Flush order: after events (80), before idempotency records (90).
+ORDER_DELIVERIES = 85
+
+STATUS_EVENTS = frozenset({"message.queued", "message.sent", "message.delivered", "message.failed", "message.read"})
+MESSAGE_EVENTS = frozenset({"message.received", "message.reaction"})
+WEBHOOK_TYPES = ("message", "status", "poll", "all")
+SCOPES = ("api_key", "organization")
+
+
+def subscribes(webhook_type: str, event_type: str) -> bool:
+    """Whether a ``webhook_type`` bucket includes ``event_type``."""
+    if webhook_type == "all":
+        return True
+    if webhook_type == "message":
+        return event_type in MESSAGE_EVENTS
+    if webhook_type == "status":
+        return event_type in STATUS_EVENTS
+    if webhook_type == "poll":
+        return event_type.startswith("poll.")
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    webhook_type: str
+    scope: str
+    api_key_id: str | None
+    valid_until: int
+
+    def active_at(self, at: int) -> bool:
+        return self.valid_until == -1 or self.valid_until > at
+
+
+_w = m.webhooks
+_SUBSCRIPTIONS = select(_w.c.id, _w.c.webhook_type, _w.c.scope, _w.c.api_key_id, _w.c.valid_until).where(
+    _w.c.organization_id == bindparam("org"), _w.c.deprecated_at.is_(None)
+)
+_n, _nk = m.numbers, m.number_api_keys
+_RESTRICTED = (
+    select(_nk.c.number_id, _nk.c.api_key_id)
+    .join(_n, _n.c.id == _nk.c.number_id)
+    .where(_n.c.organization_id == bindparam("org"))
+)
+
+
+def subscriptions_key(org_id: str) -> tuple[str, str]:
+    """The batch-cache key of an organization's subscriptions; webhook changes reset it in their batch."""
+    return ("webhook_subscriptions", org_id)
+
+
+def _subscriptions(batch: Batch, org_id: str) -> tuple[Subscription, ...]:
+    key = subscriptions_key(org_id)
+    cached = batch.recall(key)
+    if cached is None:
+        rows = batch.conn.execute(_SUBSCRIPTIONS, {"org": org_id})
+        cached = tuple(Subscription(r.id, r.webhook_type, r.scope, r.api_key_id, int(r.valid_until)) for r in rows)
+        batch.remember(key, cached)
+    return cached
+
+
+def _restricted_numbers(batch: Batch, org_id: str) -> dict[str, frozenset[str]]:
+    """number id → the keys it is restricted to (numbers absent here are usable by every key)."""
+    key = ("restricted_numbers", org_id)
+    cached = batch.recall(key)
+    if cached is None:
+        found: dict[str, set[str]] = {}
+        for r in batch.conn.execute(_RESTRICTED, {"org": org_id}):
+            found.setdefault(r.number_id, set()).add(r.api_key_id)
+        cached = {k: frozenset(v) for k, v in found.items()}
+        batch.remember(key, cached)
+    return cached
+
+
+def _key_sees(batch: Batch, sub: Subscription, event: dict[str, Any]) -> bool:
+    if event.get("api_key_id") is not None:
+        return bool(event["api_key_id"] == sub.api_key_id)
+    number_id = event.get("number_id")
+    if number_id is None or sub.api_key_id is None:
+        return False
+    allowed = _restricted_numbers(batch, event["organization_id"]).get(number_id)
+    return allowed is None or sub.api_key_id in allowed
+
+
+# Process-local wake-ups for the webhook sender (it also polls, for deliveries written by other processes).
+_listeners: list[Callable[[], None]] = []
+
+
+def add_listener(fn: Callable[[], None]) -> None:
+    if fn not in _listeners:
+        _listeners.append(fn)
+
+
+def remove_listener(fn: Callable[[], None]) -> None:
+    if fn in _listeners:
+        _listeners.remove(fn)
+
+
+def _notify() -> None:
+    for fn in list(_listeners):
+        fn()
+
+
+def fan_out(batch: Batch, event: dict[str, Any]) -> int:
+    """Queue one delivery per webhook that must receive ``event``; returns how many."""
+    subs = _subscriptions(batch, event["organization_id"])
+    if not subs:
+        return 0
+    at = int(event["created_at"])
+    queued = 0
+    for sub in subs:
+        if not sub.active_at(at) or not subscribes(sub.webhook_type, event["type"]):
+            continue
+        if sub.scope == "api_key" and not _key_sees(batch, sub, event):
+            continue
+        batch.insert_later(
+            m.webhook_deliveries,
+            {
+                "id": new_id("dlv_"),
+                "webhook_id": sub.id,
+                "event_id": event["id"],
+                "organization_id": event["organization_id"],
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": at,
+                "lease_owner": None,
+                "lease_until": None,
+                "is_replay": False,
+                "original_event_id": None,
+                "created_at": at,
+            },
+            ORDER_DELIVERIES,
+        )
+        queued += 1
+    if queued and not batch.recall("webhook_wakeup"):
+        batch.remember("webhook_wakeup", True)
+        batch.after_commit(_notify)
+    return queued

@@ -1,0 +1,306 @@
+"""The webhook sender: POSTs due deliveries to their receivers, signed, and retries on the schedule.
+
+Runs in every process that runs the workers (``serve``, ``worker``). It claims due deliveries in batches
+(:mod:`openbloo.events.deliveries`), sends them concurrently, at most ``webhook_concurrency_per_endpoint``
+at a time per webhook and ``webhook_concurrency`` in all, so one slow or dead receiver holds only its own
+slots and never delays another receiver's events. A 2xx ends the delivery; anything else (another
+status, a timeout, a refused connection, an address the URL policy refuses) is a failed attempt, retried
+after the next step of the schedule (DECISIONS.md §14) with ±10 % jitter, and marked ``failed`` once the
+schedule is spent. Every attempt is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+
+from openbloo import __version__
+from openbloo.events import fanout
+from openbloo.events.deliveries import AttemptRecord, ClaimedDelivery, claim, record_attempts
+from openbloo.events.signing import signature_header
+from openbloo.ids import new_id, now_ms
+from openbloo.runtime import Runtime
+from openbloo.webhooks.urls import Resolver, UrlRefused
+
+log = logging.getLogger("openbloo.webhooks")
+
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+JITTER = 0.10
+MAX_READ_BYTES = 64 * 1024
+USER_AGENT = f"openbloo-webhooks/{__version__}"
+
+_encode = msgspec.json.Encoder().encode
+
+
+def parse_retry_schedule(raw: str | None) -> tuple[float, ...]:
+    """``"0.5,1,1,1"`` → (0.5, 1.0, 1.0, 1.0); None or empty → the documented default."""
+    if raw is None or not raw.strip():
+        return DEFAULT_RETRY_SCHEDULE
+    try:
+        steps = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"OPENBLOO_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds, got {raw!r}") from None
+    if any(s < 0 for s in steps):
+        raise ValueError("OPENBLOO_WEBHOOK_RETRY_SCHEDULE steps must not be negative")
+    return steps
+
+
+def next_attempt_delay(schedule: tuple[float, ...], failed_attempts: int) -> float | None:
+    """Seconds until the retry after ``failed_attempts`` failures, or None once the schedule is spent."""
+    if failed_attempts > len(schedule):
+        return None
+    base = schedule[failed_attempts - 1]
+    return max(0.0, base * (1 + random.uniform(-JITTER, JITTER)))
+
+
+def event_body(payload: Any) -> bytes:
+    """The exact bytes a receiver gets (and signs over): the stored payload, encoded once."""
+    return _encode(payload)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOutcome:
+    status: int | None
+    body: str | None
+    headers: dict[str, str]
+    size: int
+    content_type: str | None
+    duration_ms: int
+    attempted_at: int
+    received_at: int | None
+    error: str | None = None
+    error_type: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+async def post_event(
+    client: httpx.AsyncClient,
+    resolver: Resolver,
+    *,
+    url: str,
+    secret: str,
+    body: bytes,
+    event_type: str,
+    message_id: str | None,
+    event_id: str,
+    timeout: float,
+    original_event_id: str | None = None,
+) -> HttpOutcome:
+    """One signed POST to a receiver, to the address the URL policy checked (never raises)."""
+    attempted_at = now_ms()
+    started = time.perf_counter()
+
+    def took() -> int:
+        return int((time.perf_counter() - started) * 1000)
+
+    try:
+        target = await resolver.target(url)
+    except UrlRefused as exc:
+        return HttpOutcome(None, None, {}, 0, None, took(), attempted_at, None, str(exc), "url_refused")
+    headers = {
+        "Host": target.host_header,
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Blooio-Event": event_type,
+        "X-Blooio-Event-Id": event_id,
+        "X-Blooio-Signature": signature_header(secret, body),
+    }
+    if message_id:
+        headers["X-Blooio-Message-Id"] = message_id
+    if original_event_id is not None:
+        headers["X-Blooio-Replay"] = "true"
+        headers["X-Original-Event-Id"] = original_event_id
+    extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+    try:
+        async with asyncio.timeout(timeout):
+            request = client.build_request("POST", target.url, content=body, headers=headers, extensions=extensions)
+            response = await client.send(request, stream=True)
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_raw():
+                    size += len(chunk)
+                    if size <= MAX_READ_BYTES:
+                        chunks.append(chunk)
+                    else:
+                        break
+            finally:
+                await response.aclose()
+    except TimeoutError:
+        return HttpOutcome(
+            None, None, {}, 0, None, took(), attempted_at, None, f"timed out after {timeout:g}s", "timeout"
+        )
+    except httpx.HTTPError as exc:
+        kind = "connection_error" if isinstance(exc, httpx.TransportError) else "http_error"
+        return HttpOutcome(None, None, {}, 0, None, took(), attempted_at, None, str(exc) or type(exc).__name__, kind)
+    text = b"".join(chunks).decode("utf-8", errors="replace")
+    return HttpOutcome(
+        status=response.status_code,
+        body=text,
+        headers=dict(response.headers),
+        size=size,
+        content_type=response.headers.get("content-type"),
+        duration_ms=took(),
+        attempted_at=attempted_at,
+        received_at=now_ms(),
+    )
+
+
+def new_client(concurrency: int) -> httpx.AsyncClient:
+    # No redirects: a 3xx is an answer (a failed attempt), and following one would bypass the URL policy.
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=min(concurrency, 64))
+    return httpx.AsyncClient(follow_redirects=False, limits=limits, timeout=None, trust_env=False)
+
+
+class WebhookSender:
+    def __init__(self, runtime: Runtime) -> None:
+        s = runtime.settings
+        self.runtime = runtime
+        self.schedule = parse_retry_schedule(s.webhook_retry_schedule)
+        self.timeout = s.webhook_timeout_seconds
+        self.per_webhook = max(1, s.webhook_concurrency_per_endpoint)
+        self.concurrency = max(1, s.webhook_concurrency)
+        self.poll = s.webhook_poll_seconds
+        # One attempt takes at most the timeout; the margin covers recording it. A sender that dies holds its
+        # deliveries this long, then another (or its restart) claims them again.
+        self.lease_ms = int((self.timeout + 10) * 1000)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('', 6)}"
+        self.resolver = Resolver(s.webhook_allow_private)
+        self.client: httpx.AsyncClient | None = None
+        self._inflight: dict[str, int] = {}
+        self._active = 0
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.client = new_client(self.concurrency)
+        fanout.add_listener(self.wake_threadsafe)
+        self._task = asyncio.create_task(self._run(), name="webhook-sender")
+
+    async def stop(self) -> None:
+        fanout.remove_listener(self.wake_threadsafe)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.client is not None:
+            await self.client.aclose()
+
+    def wake_threadsafe(self) -> None:
+        """Called from the writer thread after a batch with new deliveries commits."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self._wake.clear()
+                free = self.concurrency - self._active
+                claimed: list[ClaimedDelivery] = []
+                if free > 0:
+                    slots = {w: self.per_webhook - n for w, n in self._inflight.items()}
+                    claimed = await self.runtime.writer.run(
+                        claim(self.worker_id, now_ms(), self.lease_ms, min(free, 256), slots, self.per_webhook)
+                    )
+                for delivery in claimed:
+                    self._inflight[delivery.webhook_id] = self._inflight.get(delivery.webhook_id, 0) + 1
+                    self._active += 1
+                    task = asyncio.create_task(self._deliver(delivery))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._done)
+                if not claimed or free <= len(claimed):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook sender loop error; retrying")
+                await asyncio.sleep(self.poll)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+
+    async def _deliver(self, d: ClaimedDelivery) -> None:
+        try:
+            assert self.client is not None
+            body = event_body(d.payload)
+            outcome = await post_event(
+                self.client,
+                self.resolver,
+                url=d.url,
+                secret=d.secret,
+                body=body,
+                event_type=d.event_type,
+                message_id=d.message_id,
+                event_id=d.event_id,
+                timeout=self.timeout,
+            )
+            attempts = d.attempts + 1
+            next_at: int | None = None
+            if outcome.ok:
+                state = "succeeded"
+            else:
+                delay = next_attempt_delay(self.schedule, attempts)
+                if delay is None:
+                    state = "failed"
+                else:
+                    state, next_at = "pending", now_ms() + int(delay * 1000)
+                log.info(
+                    "webhook %s: %s attempt %d failed (%s)",
+                    d.webhook_id,
+                    d.event_type,
+                    attempts,
+                    outcome.status if outcome.status is not None else outcome.error,
+                )
+            record = AttemptRecord(
+                delivery_seq=d.seq,
+                delivery_id=d.id,
+                webhook_id=d.webhook_id,
+                event_id=d.event_id,
+                url=d.url,
+                body=body.decode(),
+                attempted_at=outcome.attempted_at,
+                received_at=outcome.received_at,
+                status=outcome.status,
+                response_body=outcome.body,
+                duration_ms=outcome.duration_ms,
+                error=outcome.error,
+                state=state,
+                attempts=attempts,
+                next_attempt_at=next_at,
+            )
+            await self.runtime.writer.run(record_attempts([record]))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The lease expires and the delivery is claimed again: at-least-once, never dropped.
+            log.exception("webhook delivery %s could not be completed", d.id)
+        finally:
+            self._active -= 1
+            left = self._inflight.get(d.webhook_id, 1) - 1
+            if left <= 0:
+                self._inflight.pop(d.webhook_id, None)
+            else:
+                self._inflight[d.webhook_id] = left
