@@ -136,3 +136,20 @@ def test_reads_are_walled_per_organization_and_validated(tenant: Tenant, other_t
             assert r.status_code == 400 and r.json()["code"] == "invalid_request", params
         assert http.get("/chats", params={"sort": "newest"}).status_code == 400
         assert http.get(f"/chats/{path_id(unique_number())}").json()["code"] == "not_found"
+
+
+def test_integers_too_big_for_the_database_are_400_not_500(tenant: Tenant) -> None:
+    h = unique_number()
+    send(tenant, h, text="x")
+    huge = str(2**64)
+    with tenant.http() as http:
+        for path, params in (
+            ("/chats", {"offset": huge}),
+            (f"/chats/{path_id(h)}/messages", {"offset": huge}),
+            (f"/chats/{path_id(h)}/messages", {"since": huge}),
+            (f"/chats/{path_id(h)}/messages", {"until": huge}),
+        ):
+            r = http.get(path, params=params)
+            assert r.status_code == 400 and r.json()["code"] == "invalid_request", (path, params, r.text)
+        r = http.post("/webhooks", json={"webhook_url": "http://127.0.0.1:9/big", "valid_until": 2**70})
+        assert r.status_code == 400 and r.json()["code"] == "invalid_request"

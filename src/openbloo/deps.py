@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from openbloo.auth.context import AuthContext
 from openbloo.errors import unauthorized
@@ -24,3 +24,11 @@ def _runtime(request: Request) -> Runtime:
 
 Auth = Annotated[AuthContext, Depends(_auth)]
 Rt = Annotated[Runtime, Depends(_runtime)]
+
+# The largest integer both databases store (BIGINT): bigger query values are a 400, not an overflow.
+MAX_INT = 2**62
+
+# Offset pagination (API.md §1.4): limit 1–200 (default 50), offset ≥ 0.
+Limit = Annotated[int, Query(ge=1, le=200)]
+Offset = Annotated[int, Query(ge=0, le=MAX_INT)]
+EpochMs = Annotated[int | None, Query(ge=0, le=MAX_INT)]

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from openbloo.addressing import parse_chat_id
 from openbloo.chats.reads import get_chat, list_chats, list_messages
 from openbloo.delivery import jobs
-from openbloo.deps import Auth, Rt
+from openbloo.deps import Auth, EpochMs, Limit, Offset, Rt
 from openbloo.ids import now_ms
 from openbloo.messages.reads import chat_matches
 
 router = APIRouter(tags=["Chats"])
-
-Limit = Annotated[int, Query(ge=1, le=200)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 @router.get("/chats", summary="List conversations")
@@ -49,8 +46,8 @@ async def get_chat_messages(
     offset: Offset = 0,
     sort: Literal["asc", "desc"] = "desc",
     direction: Literal["inbound", "outbound"] | None = None,
-    since: Annotated[int | None, Query(ge=0)] = None,
-    until: Annotated[int | None, Query(ge=0)] = None,
+    since: EpochMs = None,
+    until: EpochMs = None,
 ) -> dict[str, Any]:
     address = parse_chat_id(chatId, auth.region)
     async with rt.aengine.connect() as conn:

@@ -8,7 +8,7 @@ import httpx
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from openbloo.deps import Auth, Rt
+from openbloo.deps import Auth, Limit, Offset, Rt
 from openbloo.errors import ApiError
 from openbloo.events.sender import new_client
 from openbloo.ids import now_ms
@@ -29,8 +29,6 @@ from openbloo.webhooks.urls import Resolver, UrlRefused, invalid_webhook_url
 
 router = APIRouter(tags=["Webhooks"])
 
-Limit = Annotated[int, Query(ge=1, le=200)]
-Offset = Annotated[int, Query(ge=0)]
 HttpStatus = Annotated[int | None, Query(ge=100, le=599)]
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 WebhookType = Literal["message", "status", "poll", "all"]
+# Epoch ms, or -1 for never; bounded so it fits the BIGINT column.
+ValidUntil = Annotated[int, Field(ge=-1, le=2**62)]
 
 
 class WebhookCreate(BaseModel):
@@ -15,7 +17,7 @@ class WebhookCreate(BaseModel):
 
     webhook_url: str = Field(description="http(s) URL that receives the events")
     webhook_type: WebhookType = Field("message", description="message | status | poll | all")
-    valid_until: int | None = Field(-1, description="Expiry, epoch ms; -1 (or null) = never")
+    valid_until: ValidUntil | None = Field(-1, description="Expiry, epoch ms; -1 (or null) = never")
     scope: Literal["api_key", "organization"] = Field(
         "api_key", description="api_key: this key's traffic; organization: all of the organization's"
     )
@@ -25,7 +27,7 @@ class WebhookUpdate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     webhook_type: WebhookType | None = None
-    valid_until: int | None = Field(None, description="Expiry, epoch ms; -1 or null = never")
+    valid_until: ValidUntil | None = Field(None, description="Expiry, epoch ms; -1 or null = never")
     deprecate: bool | None = Field(None, description="true deprecates (no more events), false reactivates")
     deprecated: bool | None = Field(None, description="Older name of 'deprecate'")
 
