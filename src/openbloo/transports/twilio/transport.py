@@ -129,6 +129,11 @@ class TwilioTransport(Transport):
     def api_url(self) -> str:
         return self.client.api_url
 
+    @property
+    def sink(self) -> EventSink | None:
+        """Where this transport reports news (set by :meth:`start`); inbound routes report there too."""
+        return self._sink
+
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self, sink: EventSink) -> None:
         self._sink = sink
