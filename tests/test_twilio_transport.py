@@ -9,31 +9,12 @@ from typing import Any
 
 import pytest
 
-from openbloo.ids import new_id, now_ms
-from openbloo.transports.base import Capability, Outgoing, PermanentError, TransientError
+from openbloo.ids import now_ms
+from openbloo.transports.base import Capability, PermanentError, TransientError
 from openbloo.transports.twilio import MAX_BODY_CHARS, TwilioTransport
 from tests.conftest import free_port
 from tests.fakes.twilio import FakeTwilio
-from tests.twilio_receiver import Receiver, RecordingSink
-
-TO = "+15551234567"
-FROM = "+15557650000"
-
-
-def outgoing(text: str | None = "hello from openbloo", to: str = TO, **kwargs: Any) -> Outgoing:
-    values: dict[str, Any] = {
-        "message_id": new_id("msg_"),
-        "transport_ref": new_id("job_"),
-        "attempt": 1,
-        "sender": FROM,
-        "chat_key": to,
-        "recipients": (to,),
-        "is_group": False,
-        "text": text,
-        "time_accepted": now_ms(),
-    }
-    values.update(kwargs)
-    return Outgoing(**values)
+from tests.twilio_support import FROM, TO, Receiver, RecordingSink, outgoing
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""A stand-in for openbloo's Twilio callback routes, for the Twilio tests: the transport's own checks behind HTTP.
+"""Twilio test support: a stand-in for openbloo's Twilio callback routes, a recording sink, an Outgoing builder.
 
 ``POST /twilio/status`` and ``POST /twilio/inbound`` rebuild the public URL the way the real routes must
 (the configured base + the path + the raw query string), hand the decoded form and the signature header
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -17,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from openbloo.transports.base import EventSink, InboundMessage, StatusUpdate
+from openbloo.ids import new_id, now_ms
+from openbloo.transports.base import EventSink, InboundMessage, Outgoing, StatusUpdate
 from openbloo.transports.twilio import (
     MESSAGE_ID_PARAM,
     SIGNATURE_HEADER,
@@ -27,6 +29,26 @@ from openbloo.transports.twilio import (
     opt_out_action,
 )
 from tests.fakes.server import ThreadedServer
+
+TO = "+15551234567"
+FROM = "+15557650000"
+
+
+def outgoing(text: str | None = "hello from openbloo", to: str = TO, **kwargs: Any) -> Outgoing:
+    """One message for the transport, as the dispatcher would hand it over."""
+    values: dict[str, Any] = {
+        "message_id": new_id("msg_"),
+        "transport_ref": new_id("job_"),
+        "attempt": 1,
+        "sender": FROM,
+        "chat_key": to,
+        "recipients": (to,),
+        "is_group": False,
+        "text": text,
+        "time_accepted": now_ms(),
+    }
+    values.update(kwargs)
+    return Outgoing(**values)
 
 
 class RecordingSink(EventSink):
