@@ -96,7 +96,7 @@ def error_from_response(response: httpx.Response, *, action: str) -> TwilioError
     if not text:
         text = response.reason_phrase or f"HTTP {status}"
     label = f"twilio_{code}" if code is not None else f"twilio_http_{status}"
-    message = f"Twilio refused to {action} (HTTP {status}{f', error {code}' if code else ''}): {text}"
+    message = f"Twilio could not {action} (HTTP {status}{f', error {code}' if code else ''}): {text}"
     err: TwilioError
     if status == 429 or code == 20429:
         err = TwilioTransientError(message, code=label, retry_after=_retry_after(response.headers.get("Retry-After")))
