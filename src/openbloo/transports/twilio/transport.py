@@ -89,7 +89,7 @@ def callback_url_for(status_callback_url: str, message_id: str) -> str:
 
 def _body_matches(found: Any, expected: str) -> bool:
     text = found if isinstance(found, str) else ""
-    return text == expected or text == TRIAL_PREFIX + expected or (bool(expected) and text.endswith(expected))
+    return text in (expected, TRIAL_PREFIX + expected)
 
 
 class TwilioTransport(Transport):
@@ -223,20 +223,27 @@ class TwilioTransport(Transport):
             created = parse_twilio_date(item.get("date_created"))
             return cutoff is None or created is None or created >= cutoff
 
-        candidates: list[dict[str, Any]] = []
         since = day_of(cutoff) if cutoff is not None else None
-        async for item in self.client.list_messages(to=to, from_=self.phone_number, date_sent_on_or_after=since):
-            if matches(item):
-                candidates.append(item)
-        if not candidates and since is not None:
-            # A message still waiting in Twilio's queue may have no date_sent yet, and a DateSent filter may
-            # leave it out: look at the newest unfiltered ones too, down to the cutoff.
+        found = [
+            item
+            async for item in self.client.list_messages(to=to, from_=self.phone_number, date_sent_on_or_after=since)
+        ]
+        receipt = await self._pick([i for i in found if matches(i)])
+        if receipt is None and since is not None:
+            # A message still waiting in Twilio's queue has no date_sent yet, so a DateSent filter leaves it
+            # out: look at the newest ones unfiltered too, down to the cutoff.
+            recent: list[dict[str, Any]] = []
             async for item in self.client.list_messages(to=to, from_=self.phone_number, max_pages=2):
                 created = parse_twilio_date(item.get("date_created"))
                 if created is not None and cutoff is not None and created < cutoff:
                     break
                 if matches(item):
-                    candidates.append(item)
+                    recent.append(item)
+            receipt = await self._pick(recent)
+        return receipt
+
+    async def _pick(self, candidates: list[dict[str, Any]]) -> Receipt | None:
+        """The oldest candidate openbloo has not already stored for another message."""
         candidates.sort(key=lambda i: parse_twilio_date(i.get("date_created")) or 0)
         for item in candidates:
             sid = str(item.get("sid") or "")
