@@ -1,0 +1,360 @@
+"""The Twilio transport: one Twilio phone number (SMS/MMS) as an openbloo device.
+
+What it does with an :class:`~openbloo.transports.base.Outgoing`:
+
+- One recipient only. SMS has no group threads: fanning a group out as one SMS per member would make N
+  separate 1:1 conversations that none of them can see as a group, and one openbloo message would need N
+  provider ids and N outcomes. So a group (or several recipients) is refused with ``group_not_supported``
+  (the planner should refuse it at acceptance; this is the last line).
+- ``text`` → ``Body``; attachments → repeated ``MediaUrl`` (at most 10, Twilio's limit; more is
+  ``too_many_attachments``). Twilio takes up to 1,600 characters and segments them itself; a longer text
+  is refused with ``text_too_long`` rather than split, because split parts would arrive as separate
+  messages (each with its own sid and outcome) under one openbloo message.
+- Effects are dropped (the text goes plain); ``reply_to`` and link previews have no SMS form and are
+  ignored here (the planner refuses ``reply_to`` on this path).
+- ``StatusCallback`` is the number's callback URL with ``message_id=<openbloo id>`` appended, so each
+  (signed) callback names its message even when it overtakes the send's own answer.
+
+Finding a send after a crash (:meth:`TwilioTransport.find_sent`): Twilio's Message resource echoes
+nothing we set except To, From, Body and media: there is no metadata field, and the StatusCallback URL
+(which carries our id) is not part of the resource. So the match is To + From + Body (+ media count),
+created no earlier than the job's acceptance (minus clock skew), and not a MessageSid openbloo already
+stored for another message (the optional ``claimed`` lookup). Without ``claimed``, two identical texts
+to the same handle within the crash window could be mistaken for each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from openbloo.ids import now_ms
+from openbloo.transports.base import (
+    Capability,
+    EventSink,
+    InboundMessage,
+    Outgoing,
+    PermanentError,
+    Receipt,
+    Transport,
+)
+from openbloo.transports.twilio.callbacks import (
+    MESSAGE_ID_PARAM,
+    FormLike,
+    parse_inbound,
+    parse_status_callback,
+    verify_signature,
+)
+from openbloo.transports.twilio.client import (
+    TwilioClient,
+    TwilioError,
+    day_of,
+    mask_secret,
+    parse_twilio_date,
+)
+
+log = logging.getLogger("openbloo.twilio")
+
+MAX_BODY_CHARS = 1600
+MAX_MEDIA = 10
+# How far before a job's acceptance a message found at Twilio may claim to have been created: clock
+# difference between this host and Twilio.
+FIND_SKEW_MS = 2 * 60 * 1000
+# Trial accounts prefix every outbound body with this; a match must look past it.
+TRIAL_PREFIX = "Sent from your Twilio trial account - "
+
+Claimed = Callable[[str], Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCheck:
+    """What a probe of the device found, in plain words."""
+
+    reachable: bool  # something answered at the API URL
+    ok: bool  # ... and it accepts the credentials and can send from this number
+    summary: str
+    details: list[str] = field(default_factory=list)
+
+
+def callback_url_for(status_callback_url: str, message_id: str) -> str:
+    """The StatusCallback URL for one message: the number's URL plus ``message_id=…`` in the query."""
+    sep = "&" if "?" in status_callback_url else "?"
+    return f"{status_callback_url}{sep}{MESSAGE_ID_PARAM}={quote(message_id, safe='')}"
+
+
+def _body_matches(found: Any, expected: str) -> bool:
+    text = found if isinstance(found, str) else ""
+    return text in (expected, TRIAL_PREFIX + expected)
+
+
+class TwilioTransport(Transport):
+    kind = "twilio"
+    capabilities = frozenset({Capability.SMS, Capability.ATTACHMENTS})
+    can_find_sent = True
+
+    def __init__(
+        self,
+        phone_number: str,
+        account_sid: str,
+        auth_token: str,
+        *,
+        api_url: str | None = None,
+        status_callback_url: str,
+        timeout: float = 15.0,
+        claimed: Claimed | None = None,
+    ) -> None:
+        self.phone_number = phone_number
+        self.account_sid = account_sid
+        self._auth_token = auth_token
+        self.status_callback_url = status_callback_url
+        self.client = TwilioClient(account_sid, auth_token, api_url=api_url, timeout=timeout)
+        self.claimed = claimed
+        self._sink: EventSink | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        # transport_ref → whether the last failed attempt may have reached Twilio (in this process).
+        self._last_failure: dict[str, bool] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"TwilioTransport(phone_number={self.phone_number!r}, account_sid={self.account_sid!r}, "
+            f"auth_token={mask_secret(self._auth_token)!r}, api_url={self.client.api_url!r})"
+        )
+
+    @property
+    def api_url(self) -> str:
+        return self.client.api_url
+
+    @property
+    def sink(self) -> EventSink | None:
+        """Where this transport reports news (set by :meth:`start`); inbound routes report there too."""
+        return self._sink
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self, sink: EventSink) -> None:
+        self._sink = sink
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        await self.client.aclose()
+
+    # -- sending -------------------------------------------------------------------------------------------
+    def _shape(self, message: Outgoing) -> tuple[str, str | None, list[str]]:
+        """(to, body, media urls), or PermanentError when the message has no SMS form."""
+        if message.is_group or len(message.recipients) != 1:
+            raise PermanentError(
+                "Twilio SMS sends to one recipient at a time; group chats are not supported on this number",
+                code="group_not_supported",
+            )
+        body = message.text or None
+        if body is not None and len(body) > MAX_BODY_CHARS:
+            raise PermanentError(
+                f"The text is {len(body)} characters; Twilio SMS takes at most {MAX_BODY_CHARS}",
+                code="text_too_long",
+            )
+        media = [str(a["url"]) for a in message.attachments if a.get("url")]
+        if len(media) > MAX_MEDIA:
+            raise PermanentError(
+                f"{len(media)} attachments; Twilio MMS takes at most {MAX_MEDIA}", code="too_many_attachments"
+            )
+        if body is None and not media:
+            raise PermanentError("Nothing to send: no text and no attachments", code="empty_message")
+        return message.recipients[0], body, media
+
+    def status_callback_for(self, message_id: str) -> str:
+        return callback_url_for(self.status_callback_url, message_id)
+
+    async def send(self, message: Outgoing) -> Receipt:
+        to, body, media = self._shape(message)
+        # An earlier attempt that may have reached Twilio (timeout, dropped connection, 5xx), or one made
+        # by another process, whose outcome we cannot know: look before sending again.
+        maybe_sent = self._last_failure.pop(message.transport_ref, message.attempt > 1)
+        if maybe_sent:
+            found = await self.find_sent(message)
+            if found is not None:
+                return found
+        try:
+            resource = await self.client.create_message(
+                to=to,
+                from_=self.phone_number,
+                body=body,
+                media_urls=media,
+                status_callback=self.status_callback_for(message.message_id),
+            )
+        except TwilioError as exc:
+            if not exc.permanent:
+                if len(self._last_failure) > 10_000:
+                    self._last_failure.clear()
+                self._last_failure[message.transport_ref] = exc.maybe_sent
+            raise
+        sid = resource.get("sid")
+        if not isinstance(sid, str) or not sid:
+            raise PermanentError("Twilio accepted the message but returned no sid", code="twilio_bad_response")
+        return Receipt(provider_id=sid, protocol="sms", sent_at=now_ms())
+
+    async def find_sent(self, message: Outgoing) -> Receipt | None:
+        try:
+            to, body, media = self._shape(message)
+        except PermanentError:
+            return None  # it could never have gone
+        cutoff = message.time_accepted - FIND_SKEW_MS if message.time_accepted else None
+
+        def matches(item: dict[str, Any]) -> bool:
+            if not str(item.get("direction") or "outbound").startswith("outbound"):
+                return False
+            if item.get("to") != to or item.get("from") != self.phone_number:
+                return False
+            if body is not None and not _body_matches(item.get("body"), body):
+                return False
+            if body is None:
+                try:
+                    if int(item.get("num_media") or 0) != len(media):
+                        return False
+                except ValueError:
+                    return False
+            created = parse_twilio_date(item.get("date_created"))
+            return cutoff is None or created is None or created >= cutoff
+
+        since = day_of(cutoff) if cutoff is not None else None
+        found = [
+            item
+            async for item in self.client.list_messages(to=to, from_=self.phone_number, date_sent_on_or_after=since)
+        ]
+        receipt = await self._pick([i for i in found if matches(i)])
+        if receipt is None and since is not None:
+            # A message still waiting in Twilio's queue has no date_sent yet, so a DateSent filter leaves it
+            # out: look at the newest ones unfiltered too, down to the cutoff.
+            recent: list[dict[str, Any]] = []
+            async for item in self.client.list_messages(to=to, from_=self.phone_number, max_pages=2):
+                created = parse_twilio_date(item.get("date_created"))
+                if created is not None and cutoff is not None and created < cutoff:
+                    break
+                if matches(item):
+                    recent.append(item)
+            receipt = await self._pick(recent)
+        return receipt
+
+    async def _pick(self, candidates: list[dict[str, Any]]) -> Receipt | None:
+        """The oldest candidate openbloo has not already stored for another message."""
+        candidates.sort(key=lambda i: parse_twilio_date(i.get("date_created")) or 0)
+        for item in candidates:
+            sid = str(item.get("sid") or "")
+            if not sid or (self.claimed is not None and await self.claimed(sid)):
+                continue
+            sent_at = parse_twilio_date(item.get("date_sent")) or parse_twilio_date(item.get("date_created"))
+            return Receipt(provider_id=sid, protocol="sms", sent_at=sent_at or now_ms())
+        return None
+
+    async def resume(self, message: Outgoing, receipt: Receipt) -> None:
+        """Fetch the message once: callbacks missed while openbloo was down are not sent again by Twilio."""
+        if not receipt.provider_id or self._sink is None:
+            return
+        task = asyncio.create_task(self._catch_up(message.message_id, receipt.provider_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _catch_up(self, message_id: str, sid: str) -> None:
+        try:
+            resource = await self.client.fetch_message(sid)
+        except TwilioError as exc:
+            log.info("twilio: could not re-check %s (%s); waiting for its callbacks", sid, exc.code)
+            return
+        form = {
+            "MessageSid": sid,
+            "MessageStatus": str(resource.get("status") or ""),
+            "ErrorCode": "" if resource.get("error_code") is None else str(resource.get("error_code")),
+            "ErrorMessage": str(resource.get("error_message") or ""),
+        }
+        update = parse_status_callback(form, message_id)
+        if update is not None and update.status != "sent" and self._sink is not None:
+            await self._sink.status(update)
+
+    # -- callbacks (conveniences for the HTTP routes) ------------------------------------------------------
+    def verify(self, url: str, form: FormLike, signature: str | None) -> bool:
+        return verify_signature(self._auth_token, url, form, signature)
+
+    async def handle_status_callback(
+        self, url: str, form: FormLike, signature: str | None, message_id: str | None = None
+    ) -> bool:
+        """Verify and report one status callback; False (answer 403, nothing changed) on a bad signature."""
+        if not self.verify(url, form, signature):
+            return False
+        update = parse_status_callback(form, message_id)
+        if update is not None and self._sink is not None:
+            await self._sink.status(update)
+        return True
+
+    async def handle_inbound(self, url: str, form: FormLike, signature: str | None) -> InboundMessage | None:
+        """Verify and parse one inbound webhook (None on a bad signature). The caller records it and any opt-out."""
+        if not self.verify(url, form, signature):
+            return None
+        return parse_inbound(form, self.phone_number)
+
+    # -- probing -------------------------------------------------------------------------------------------
+    async def check(self) -> DeviceCheck:
+        host = self.client.host
+        try:
+            account = await self.client.fetch_account()
+        except TwilioError as exc:
+            if exc.http_status is None:
+                return DeviceCheck(False, False, f"Twilio cannot be reached at {host}.", [str(exc)])
+            if exc.http_status in (401, 403):
+                return DeviceCheck(
+                    True,
+                    False,
+                    f"Twilio at {host} refused the credentials of account {self.account_sid}.",
+                    [str(exc), f"Auth token in use: {mask_secret(self._auth_token)}"],
+                )
+            return DeviceCheck(True, False, f"Twilio at {host} answered the account check with an error.", [str(exc)])
+        status = str(account.get("status") or "unknown")
+        name = account.get("friendly_name") or self.account_sid
+        details = [f"Account {self.account_sid} ({name}) is {status}; type {account.get('type') or 'unknown'}."]
+        ok = status == "active"
+        try:
+            number = await self.client.find_incoming_number(self.phone_number)
+        except TwilioError as exc:
+            details.append(f"Could not confirm that {self.phone_number} is on the account: {exc}")
+        else:
+            caps = (number or {}).get("capabilities") or {}
+            if number is None:
+                ok = False
+                details.append(f"{self.phone_number} is not a phone number of this account.")
+            elif caps.get("sms") is False:
+                ok = False
+                details.append(f"{self.phone_number} is on the account but cannot send SMS.")
+            else:
+                mms = "and MMS" if caps.get("mms") else "(no MMS)"
+                details.append(f"{self.phone_number} is on the account and can send SMS {mms}.")
+        if ok:
+            summary = f"Twilio works: account {name} is active and can send from {self.phone_number}."
+        elif status != "active":
+            summary = f"Twilio answers, but account {name} is {status}: it cannot send."
+        else:
+            summary = f"Twilio answers and accepts the credentials, but {self.phone_number} cannot send from it."
+        return DeviceCheck(True, ok, summary, details)
+
+
+async def check_number(
+    phone_number: str, account_sid: str, auth_token: str, *, api_url: str | None = None, timeout: float = 10.0
+) -> DeviceCheck:
+    """Probe one Twilio number without a running server (for ``openbloo numbers check``)."""
+    transport = TwilioTransport(
+        phone_number,
+        account_sid,
+        auth_token,
+        api_url=api_url,
+        status_callback_url="http://unused.invalid/",
+        timeout=timeout,
+    )
+    try:
+        return await transport.check()
+    finally:
+        await transport.close()
