@@ -72,7 +72,7 @@ def _diff(urls: DatabaseUrls) -> list[Any]:
 
 def test_single_head_with_downgrades() -> None:
     scripts = ScriptDirectory.from_config(alembic_config(database_urls("sqlite:///unused.db")))
-    assert scripts.get_heads() == ["0001"]
+    assert scripts.get_heads() == ["0002"]
     for revision in scripts.walk_revisions():
         assert callable(getattr(revision.module, "downgrade", None)), revision.revision
 
@@ -81,15 +81,15 @@ def test_upgrade_downgrade_upgrade(fresh_urls: DatabaseUrls) -> None:
     assert _inspect(fresh_urls) == (set(), [])
 
     upgrade(fresh_urls)
-    assert _inspect(fresh_urls) == (MODEL_TABLES, ["0001"])
+    assert _inspect(fresh_urls) == (MODEL_TABLES, ["0002"])
     upgrade(fresh_urls)  # already at head: a no-op
-    assert _inspect(fresh_urls) == (MODEL_TABLES, ["0001"])
+    assert _inspect(fresh_urls) == (MODEL_TABLES, ["0002"])
 
     downgrade(fresh_urls, "base")
     assert _inspect(fresh_urls) == (set(), [])
 
     upgrade(fresh_urls)
-    assert _inspect(fresh_urls) == (MODEL_TABLES, ["0001"])
+    assert _inspect(fresh_urls) == (MODEL_TABLES, ["0002"])
     # The re-created schema is usable: a key (and its organization) can be written.
     engine = make_sync_engine(fresh_urls)
     try:
