@@ -84,7 +84,8 @@ def test_reply_carries_the_parents_device_guid_and_part_index(bb: Device) -> Non
     parent = bb.messages(to)[0]
     assert parent["direction"] == "inbound"
     client = bb.tenant.sdk()
-    reply = client.chats.messages.send(to, text="replying", extra_body={"reply_to": {"message_id": parent["message_id"]}})
+    reply_to = {"reply_to": {"message_id": parent["message_id"]}}
+    reply = client.chats.messages.send(to, text="replying", extra_body=reply_to)
     wait_status(bb.tenant, to, reply.message_id, "delivered")
     [call] = bb.fake.calls("/message/text")
     assert call.json["selectedMessageGuid"] == parent_guid

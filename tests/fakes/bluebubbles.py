@@ -30,7 +30,6 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
 from openbloo.ids import now_ms
 from tests.fakes import bluebubbles_model as model
@@ -292,13 +291,13 @@ class FakeBlueBubbles:
                 except ValueError:
                     entry.json = None
         self.requests.append(entry)
-        given = next((request.query_params[k] for k in ("guid", "password", "token") if k in request.query_params), None)
+        query = request.query_params
+        given = next((query[k] for k in ("guid", "password", "token") if k in query), None)
+        denied = "You are not authorized to access this resource"
         if given is None:
-            raise fail(
-                401, "You are not authorized to access this resource", "Authentication Error", "Missing server password!"
-            )
+            raise fail(401, denied, "Authentication Error", "Missing server password!")
         if given.strip() != self.password.strip():
-            raise fail(401, "You are not authorized to access this resource", "Authentication Error", "Unauthorized")
+            raise fail(401, denied, "Authentication Error", "Unauthorized")
         return entry, entry.json if entry.json is not None else entry.form
 
     def require_private_api(self) -> None:
@@ -341,7 +340,8 @@ class FakeBlueBubbles:
                 self._send_cache.discard(temp or "")
         if message.error:
             # The handler's own IMessageError is re-wrapped by its catch: 500, and the message is not attached.
-            raise fail(500, "Message Send Error", "iMessage Error", "[500] Message sent with an error. See attached message")
+            detail = "[500] Message sent with an error. See attached message"
+            raise fail(500, "Message Send Error", "iMessage Error", detail)
         return message
 
 

@@ -171,7 +171,9 @@ class Store:
         self.chats[chat.guid] = chat
         return chat
 
-    def add_message(self, chat: Chat, text: str | None, *, from_me: bool, sender: str | None = None, **extra: Any) -> Message:
+    def add_message(
+        self, chat: Chat, text: str | None, *, from_me: bool, sender: str | None = None, **extra: Any
+    ) -> Message:
         message = Message(next(self._rowids), new_guid(), chat, text, from_me, sender, **extra)
         self.messages.append(message)
         return message

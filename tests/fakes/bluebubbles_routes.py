@@ -29,7 +29,7 @@ def api_routes(fake: FakeBlueBubbles) -> list[Route]:
         def wrap(handler: Callable[..., Awaitable[Response]]) -> Route:
             async def endpoint(request: Request) -> Response:
                 try:
-                    entry, body = await fake.record(request)
+                    _entry, body = await fake.record(request)
                     return await handler(request, body if isinstance(body, dict) else {})
                 except Refusal as refusal:
                     return refusal.response
@@ -218,7 +218,8 @@ def api_routes(fake: FakeBlueBubbles) -> list[Route]:
         if fake.store.chat(guid) is None:
             raise fail(404, "The requested resource was not found", "Database Error", "Chat does not exist!")
         q = request.query_params
-        found = fake.store.query({"chatGuid": guid, **{k: q[k] for k in ("after", "before", "offset", "limit", "sort") if k in q}})
+        bounds = {k: q[k] for k in ("after", "before", "offset", "limit", "sort") if k in q}
+        found = fake.store.query({"chatGuid": guid, **bounds})
         return ok("Successfully fetched messages!", [m.json(chats=False) for m in found])
 
     @route("/chat/{guid:path}", ["GET"])
@@ -240,7 +241,8 @@ def api_routes(fake: FakeBlueBubbles) -> list[Route]:
         data = [
             m.json(chats=bool(with_ & {"chat", "chats"}), participants="chats.participants" in with_) for m in found
         ]
-        meta = {"offset": int(body.get("offset") or 0), "limit": limit, "total": len(fake.store.messages), "count": len(data)}
+        total = len(fake.store.messages)
+        meta = {"offset": int(body.get("offset") or 0), "limit": limit, "total": total, "count": len(data)}
         return ok("Successfully fetched messages!", data, metadata=meta)
 
     @route("/message/{guid}", ["GET"])
