@@ -129,7 +129,13 @@ def _apply_own(batch: Batch, number: DeviceNumber, dm: wire.DeviceMessage) -> bo
     if state is None or state.direction != "outbound":
         return False
     if dm.error:
-        advance(batch, state, "failed", now_ms(), error=wire.describe_error(dm.error), error_code="device_send_error")
+        detail = wire.describe_error(dm.error)
+        if state.status == "failed" and detail not in (state.error or ""):
+            # The send's own answer failed it without the code (the server's 500 carries no message): the
+            # webhook that names the code completes the error text. The status and its event stand.
+            batch.conn.execute(update(_msg).where(_msg.c.id == state.id).values(error=f"{state.error}: {detail}"))
+            return True
+        advance(batch, state, "failed", now_ms(), error=detail, error_code="device_send_error")
         return True
     state = advance(batch, state, "sent", dm.date_created or now_ms(), protocol=dm.protocol, provider_id=dm.guid)
     if dm.date_delivered:
