@@ -333,8 +333,9 @@ class FakeBlueBubbles:
             message = self.store.add_message(chat, text, from_me=True, error=error, method=method, **extra)
             self._after_send(message, temp)
         try:
-            if self.answer_delay:
-                await asyncio.sleep(self.answer_delay)
+            held = time.monotonic()
+            while time.monotonic() - held < self.answer_delay:  # setting answer_delay to 0 releases it
+                await asyncio.sleep(0.02)
         finally:
             with self._lock:
                 self._send_cache.discard(temp or "")
