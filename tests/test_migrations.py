@@ -117,3 +117,28 @@ def test_comparison_detects_drift(fresh_urls: DatabaseUrls) -> None:
         engine.dispose()
     removed = [d for d in _diff(fresh_urls) if d[0] == "remove_column"]
     assert [(d[2], d[3].name) for d in removed] == [("organizations", "drift")]
+
+
+def test_0002_gives_numbers_added_before_it_a_callback_token(fresh_urls: DatabaseUrls) -> None:
+    upgrade(fresh_urls, "0001")
+    engine = make_sync_engine(fresh_urls)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO organizations (id, name, created_at) VALUES ('org_1', 'old', 1)"))
+            for i in (1, 2):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO numbers (id, organization_id, phone_number, transport, is_active, inbound_count,"
+                        " outbound_count, day_outbound, day_new_conversations, created_at)"
+                        f" VALUES ('alloc_{i}', 'org_1', '+1555555010{i}', 'simulator', true, 0, 0, 0, 0, 1)"
+                    )
+                )
+        upgrade(fresh_urls)
+        with engine.connect() as conn:
+            tokens = [r[0] for r in conn.execute(sa.text("SELECT inbound_token FROM numbers"))]
+        assert len(tokens) == 2 and all(t and len(t) >= 32 for t in tokens) and tokens[0] != tokens[1]
+        downgrade(fresh_urls, "0001")
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM numbers")).scalar_one() == 2
+    finally:
+        engine.dispose()
