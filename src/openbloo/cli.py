@@ -25,7 +25,7 @@ from openbloo.cli_support import (
     settings_for,
     table,
 )
-from openbloo.config import Settings, database_urls, get_settings
+from openbloo.config import Settings, database_urls, get_settings, public_base_url
 from openbloo.errors import ApiError
 
 app = typer.Typer(help="openbloo: a self-hosted iMessage / SMS gateway speaking Blooio's v2 API.", no_args_is_help=True)
@@ -110,6 +110,8 @@ def serve(
         typer.echo(f"Base URL:    {base}")
         typer.echo("Mint a key with: openbloo keys create --name mykey")
     typer.echo("Webhooks to private and loopback addresses are allowed (OPENBLOO_WEBHOOK_ALLOW_PRIVATE=true).")
+    callbacks = f"{public_base_url(settings)}/callbacks/"
+    typer.echo(f"Devices call: {callbacks}… (set OPENBLOO_PUBLIC_URL if they reach this server otherwise)")
     sys.stdout.flush()
 
     from openbloo.app import create_app
