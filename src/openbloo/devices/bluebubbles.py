@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, select, update
 
 from openbloo.db import models as m
 from openbloo.db.writer import Batch
-from openbloo.delivery.state import advance, load_state
+from openbloo.delivery.state import advance, amend_error, load_state
 from openbloo.ids import now_ms
 from openbloo.messages.inbound import record_inbound
 from openbloo.transports.base import InboundMessage
@@ -133,7 +133,7 @@ def _apply_own(batch: Batch, number: DeviceNumber, dm: wire.DeviceMessage) -> bo
         if state.status == "failed" and detail not in (state.error or ""):
             # The send's own answer failed it without the code (the server's 500 carries no message): the
             # webhook that names the code completes the error text. The status and its event stand.
-            batch.conn.execute(update(_msg).where(_msg.c.id == state.id).values(error=f"{state.error}: {detail}"))
+            amend_error(batch, state, f"{state.error}: {detail}")
             return True
         advance(batch, state, "failed", now_ms(), error=detail, error_code="device_send_error")
         return True

@@ -85,7 +85,7 @@ async def send(transport: BlueBubblesTransport, message: Outgoing) -> Receipt:
         return await _send(transport, message, method)
     except DeviceError as exc:
         # The helper went away since the last health check: a plain send can still go by AppleScript.
-        if method == "private-api" and not needs and "Private API" in exc.text:
+        if method == "private-api" and not needs and wire.private_api_refusal(exc.text) is not None:
             transport.info["helper_connected"] = False
             return await _send(transport, message, "apple-script")
         raise

@@ -164,8 +164,9 @@ class BlueBubblesTransport(Transport):
         if exc.status in (401, 403):
             await self._offline("the server refused the password")
             return TransientError("BlueBubbles server refused the password", code="device_auth_failed")
-        if "Private API" in text:
-            enabled = "not enabled" not in text
+        refusal = wire.private_api_refusal(text)
+        if refusal is not None:
+            enabled = refusal == "disconnected"
             self.info.update({"private_api": enabled, "helper_connected": False})
             await self._report()
             if enabled:

@@ -82,6 +82,15 @@ def dm_guid_candidates(handle: str) -> tuple[str, ...]:
     return tuple(f"{s};-;{handle}" for s in CHAT_SERVICES)
 
 
+def private_api_refusal(text: str) -> str | None:
+    """``disabled`` / ``disconnected`` if ``text`` is the server's Private API middleware refusing, else None."""
+    if "Private API is not enabled" in text:
+        return "disabled"
+    if "Helper is not connected" in text:
+        return "disconnected"
+    return None
+
+
 def describe_error(code: int) -> str:
     known = KNOWN_ERRORS.get(code)
     return f"Messages reported error {code}" + (f": {known}" if known else "")
