@@ -71,7 +71,9 @@ def test_add_bluebubbles_prints_its_webhook_url_and_masks_the_password(db: tuple
                "http://mac.local:1234", "--bluebubbles-password", PASSWORD, *db)  # fmt: skip
     assert text.returncode == 0 and "http://127.0.0.1:8600/callbacks/bluebubbles/" in text.stdout
     listed = run("numbers", "list", "--json", *db).stdout
-    assert "http://mac.local:1234" in listed and "••••tery" in listed and PASSWORD not in listed
+    assert PASSWORD not in listed
+    shown = {n["phone_number"]: n["transport_config"] for n in json.loads(listed)["numbers"]}
+    assert shown["+15555550181"]["bluebubbles"] == {"password": "••••tery", "url": "http://mac.local:1234"}
     assert PASSWORD not in run("numbers", "list", *db).stdout
     assert PASSWORD not in text.stdout + text.stderr
     tokens = {r["inbound_token"] for r in table_rows(db[1], "numbers")}
