@@ -22,9 +22,9 @@ from openbloo.chats import store
 from openbloo.chats.store import ORDER_IDEMPOTENCY, ChatRef, ConversationRef, GroupRef
 from openbloo.db import models as m
 from openbloo.db.writer import Batch
-from openbloo.devices.optouts import opted_out
 from openbloo.errors import ApiError, bad_request
 from openbloo.ids import now_ms
+from openbloo.messages.device_rules import check_device, check_opt_outs
 from openbloo.messages.outbox import OutboundMessage, new_outbound_row, record_outbound
 from openbloo.messages.rules import SendRequest, is_voice_memo
 from openbloo.messages.wire import SendResponse, encode
@@ -34,8 +34,6 @@ REPLY_HORIZON_MS = 30 * 24 * 3600 * 1000
 NO_REPLY_TRANSPORTS = frozenset({"twilio", "hybrid"})
 # Transports on which the first message of a conversation may not be attachments alone (DECISIONS.md §5).
 IMESSAGE_TRANSPORTS = frozenset({"simulator", "bluebubbles", "hybrid"})
-# Transports sending through BlueBubbles, whose effects and replies need the Mac's Private API.
-PRIVATE_API_TRANSPORTS = frozenset({"bluebubbles", "hybrid"})
 # Plans without contact-card rights (API.md §4.2: Dedicated plans only).
 NO_CONTACT_CARD_PLANS = frozenset({"shared", "inbound", "trial", "2fa"})
 
@@ -304,7 +302,7 @@ def plan_send(
                     "reply_target_not_supported",
                     f"Threaded replies are not supported on {number.transport} numbers",
                 )
-        _check_device(number, request, parent)
+        check_device(number, request, parent is not None)
         if request.share_contact and number.plan_kind in NO_CONTACT_CARD_PLANS:
             raise ApiError(
                 403,
@@ -337,7 +335,7 @@ def plan_send(
         # recipients as they asked for them.
         recipient = address.key if group_created else chat.chat_key
         _check_plan(batch, number, recipient, conv, request, now)
-        _check_opt_outs(batch, number, group.participants if group is not None else [h.value for h in address.handles])
+        check_opt_outs(batch, number, group.participants if group is not None else [h.value for h in address.handles])
         _check_mentions(request, address, group, ctx.region)
 
         # Nothing can fail past this point: queue the writes.
@@ -498,35 +496,6 @@ def _check_plan(
                 cap=number.new_conversation_cap,
                 current=state["new_conversations"],
             )
-
-
-def _check_device(number: PoolNumber, request: SendRequest, parent: Parent | None) -> None:
-    """Refuse what the number's device cannot do (last known state), rather than drop it at send time."""
-    if number.transport not in PRIVATE_API_TRANSPORTS or (number.device_info or {}).get("private_api") is not False:
-        return
-    if request.effect is not None:
-        raise ApiError(
-            400,
-            "effect_not_supported",
-            f"Effects need the BlueBubbles Private API, which is off on the Mac of {number.phone_number}",
-        )
-    if parent is not None:
-        raise ApiError(
-            400,
-            "reply_target_not_supported",
-            f"Threaded replies need the BlueBubbles Private API, which is off on the Mac of {number.phone_number}",
-        )
-
-
-def _check_opt_outs(batch: Batch, number: PoolNumber, recipients: Any) -> None:
-    blocked = opted_out(batch, number.id, recipients)
-    if blocked:
-        raise ApiError(
-            403,
-            "recipient_opted_out",
-            f"{', '.join(blocked)} opted out of messages from {number.phone_number}",
-            recipients=blocked,
-        )
 
 
 def _check_mentions(request: SendRequest, address: ChatAddress, group: GroupRef | None, region: str) -> None:
