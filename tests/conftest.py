@@ -108,6 +108,10 @@ def server_settings(database_url: str, **overrides: Any) -> Settings:
         "webhook_retry_schedule": "0.2,0.3,0.3,0.3",
         "webhook_poll_seconds": 0.05,
         "webhook_timeout_seconds": 3,
+        # Devices: numbers added by a test are picked up, checked and reconciled within a fraction of a second.
+        "registry_refresh_seconds": 0.2,
+        "device_check_interval": 0.3,
+        "reconcile_interval": 0.5,
     }
     values.update(overrides)
     return Settings(**values)
@@ -126,8 +130,10 @@ def simulator_state(database_url: str, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="session")
 def server(database_url: str, simulator_state: str) -> Iterator[Server]:
-    runtime = Runtime.create(server_settings(database_url, simulator_state=simulator_state))
     port = free_port()
+    runtime = Runtime.create(
+        server_settings(database_url, simulator_state=simulator_state, public_url=f"http://127.0.0.1:{port}")
+    )
     config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     srv = _ThreadedServer(config)
     thread = threading.Thread(target=srv.run, name=f"uvicorn-{port}", daemon=True)

@@ -92,7 +92,7 @@ def test_migrate_creates_schema_and_is_repeatable(sqlite_url: str, tmp_path: Pat
     first = cli("migrate", "--database-url", sqlite_url, cwd=tmp_path)
     assert "up to date" in first.stdout
     cli("migrate", "--database-url", sqlite_url, cwd=tmp_path)
-    assert [r["version_num"] for r in table_rows(sqlite_url, "alembic_version")] == ["0001"]
+    assert [r["version_num"] for r in table_rows(sqlite_url, "alembic_version")] == ["0002"]
     assert table_rows(sqlite_url, "organizations") == []
     assert not (tmp_path / "openbloo.db").exists(), "--database-url must be honoured"
 

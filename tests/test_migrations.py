@@ -72,7 +72,7 @@ def _diff(urls: DatabaseUrls) -> list[Any]:
 
 def test_single_head_with_downgrades() -> None:
     scripts = ScriptDirectory.from_config(alembic_config(database_urls("sqlite:///unused.db")))
-    assert scripts.get_heads() == ["0001"]
+    assert scripts.get_heads() == ["0002"]
     for revision in scripts.walk_revisions():
         assert callable(getattr(revision.module, "downgrade", None)), revision.revision
 
@@ -81,15 +81,15 @@ def test_upgrade_downgrade_upgrade(fresh_urls: DatabaseUrls) -> None:
     assert _inspect(fresh_urls) == (set(), [])
 
     upgrade(fresh_urls)
-    assert _inspect(fresh_urls) == (MODEL_TABLES, ["0001"])
+    assert _inspect(fresh_urls) == (MODEL_TABLES, ["0002"])
     upgrade(fresh_urls)  # already at head: a no-op
-    assert _inspect(fresh_urls) == (MODEL_TABLES, ["0001"])
+    assert _inspect(fresh_urls) == (MODEL_TABLES, ["0002"])
 
     downgrade(fresh_urls, "base")
     assert _inspect(fresh_urls) == (set(), [])
 
     upgrade(fresh_urls)
-    assert _inspect(fresh_urls) == (MODEL_TABLES, ["0001"])
+    assert _inspect(fresh_urls) == (MODEL_TABLES, ["0002"])
     # The re-created schema is usable: a key (and its organization) can be written.
     engine = make_sync_engine(fresh_urls)
     try:
@@ -117,3 +117,28 @@ def test_comparison_detects_drift(fresh_urls: DatabaseUrls) -> None:
         engine.dispose()
     removed = [d for d in _diff(fresh_urls) if d[0] == "remove_column"]
     assert [(d[2], d[3].name) for d in removed] == [("organizations", "drift")]
+
+
+def test_0002_gives_numbers_added_before_it_a_callback_token(fresh_urls: DatabaseUrls) -> None:
+    upgrade(fresh_urls, "0001")
+    engine = make_sync_engine(fresh_urls)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO organizations (id, name, created_at) VALUES ('org_1', 'old', 1)"))
+            for i in (1, 2):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO numbers (id, organization_id, phone_number, transport, is_active, inbound_count,"
+                        " outbound_count, day_outbound, day_new_conversations, created_at)"
+                        f" VALUES ('alloc_{i}', 'org_1', '+1555555010{i}', 'simulator', true, 0, 0, 0, 0, 1)"
+                    )
+                )
+        upgrade(fresh_urls)
+        with engine.connect() as conn:
+            tokens = [r[0] for r in conn.execute(sa.text("SELECT inbound_token FROM numbers"))]
+        assert len(tokens) == 2 and all(t and len(t) >= 32 for t in tokens) and tokens[0] != tokens[1]
+        downgrade(fresh_urls, "0001")
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM numbers")).scalar_one() == 2
+    finally:
+        engine.dispose()

@@ -72,8 +72,8 @@ async def test_check_number_without_a_transport() -> None:
     with FakeTwilio() as fake:
         good = await check_number("+15557650000", fake.account_sid, fake.auth_token, api_url=fake.url)
         bad = await check_number("+15557650000", fake.account_sid, "wrong-token-0000", api_url=fake.url)
-    assert good.ok and good.reachable
-    assert bad.reachable and not bad.ok
+    assert good.usable and good.reachable
+    assert bad.reachable and not bad.usable
 
 
 def test_command_line_fake_for_hand_runs() -> None:

@@ -216,9 +216,9 @@ async def test_resume_reports_what_was_missed(env: Env) -> None:
 
 async def test_check_reports_in_plain_words(env: Env) -> None:
     result = await env.transport.check()
-    assert result.reachable and result.ok, result
-    assert "works" in result.summary and FROM in result.summary
-    text = result.summary + "\n".join(result.details)
+    assert result.reachable and result.usable, result
+    assert "works" in result.details[0] and FROM in result.details[0]
+    text = "\n".join(result.details)
     assert env.fake.auth_token not in text  # the account resource carries the token; it is never echoed
 
 
@@ -230,9 +230,9 @@ async def test_check_wrong_token(env: Env) -> None:
         result = await bad.check()
     finally:
         await bad.close()
-    assert result.reachable and not result.ok
-    assert "refused the credentials" in result.summary
-    assert "not-the-token-9876" not in result.summary + "".join(result.details)
+    assert result.reachable and not result.usable
+    assert "refused the credentials" in result.details[0]
+    assert "not-the-token-9876" not in "".join(result.details)
     assert any("…9876" in d for d in result.details)
 
 
@@ -244,17 +244,17 @@ async def test_check_unreachable() -> None:
         result = await t.check()
     finally:
         await t.close()
-    assert not result.reachable and not result.ok and "cannot be reached" in result.summary
+    assert not result.reachable and not result.usable and "cannot be reached" in result.details[0]
 
 
 async def test_check_suspended_account_and_foreign_number(env: Env) -> None:
     env.fake.account_status = "suspended"
     result = await env.transport.check()
-    assert result.reachable and not result.ok and "suspended" in result.summary
+    assert result.reachable and not result.usable and "suspended" in result.details[0]
     env.fake.account_status = "active"
     env.fake.numbers = {"+15550009999"}
     result = await env.transport.check()
-    assert result.reachable and not result.ok
+    assert result.reachable and not result.usable
     assert any("not a phone number of this account" in d for d in result.details)
 
 

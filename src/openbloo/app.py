@@ -81,6 +81,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def build_api(runtime: Runtime) -> FastAPI:
     from openbloo.account.router import router as account_router
     from openbloo.chats.router import router as chats_router
+    from openbloo.devices.callbacks import router as callbacks_router
     from openbloo.messages.inbound_router import router as simulator_router
     from openbloo.messages.router import router as messages_router
     from openbloo.webhooks.router import router as webhooks_router
@@ -116,6 +117,8 @@ def build_api(runtime: Runtime) -> FastAPI:
     api.include_router(chats_router, prefix=PREFIX)
     api.include_router(simulator_router, prefix=PREFIX)
     api.include_router(webhooks_router, prefix=PREFIX)
+    # Device callbacks live outside /v2/api: the ASGI front does not ask them for an API key.
+    api.include_router(callbacks_router)
 
     _install_openapi(api)
 

@@ -6,89 +6,34 @@ running ``serve``; changes reach the server within its key-cache expiry (a few s
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
 
 import typer
 
-from openbloo.config import Settings, database_urls, get_settings
+from openbloo.cli_numbers import numbers_app
+from openbloo.cli_support import (
+    BOOTSTRAP_NUMBER,
+    BOOTSTRAP_ORG,
+    DbOption,
+    JsonOption,
+    engine_for,
+    phone,
+    print_json,
+    run,
+    settings_for,
+    table,
+)
+from openbloo.config import Settings, database_urls, get_settings, public_base_url
 from openbloo.errors import ApiError
 
 app = typer.Typer(help="openbloo: a self-hosted iMessage / SMS gateway speaking Blooio's v2 API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-numbers_app = typer.Typer(help="Add, list and configure sender numbers.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 simulate_app = typer.Typer(help="Drive the simulator device: inbound messages, the hand-off log.", no_args_is_help=True)
 app.add_typer(numbers_app, name="numbers")
 app.add_typer(simulate_app, name="simulate")
-
-BOOTSTRAP_ORG = "default"
-BOOTSTRAP_NUMBER = "+15555550100"  # 555-01xx is reserved for fiction: it can never reach a real phone
-
-DbOption = typer.Option(None, "--database-url", help="Database URL (default: OPENBLOO_DATABASE_URL or ./openbloo.db)")
-JsonOption = typer.Option(False, "--json", help="Print one JSON object instead of text")
-
-
-def _settings(database_url: str | None, **overrides: Any) -> Settings:
-    base = get_settings()
-    changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
-    if database_url:
-        changes["database_url"] = database_url
-    return base.model_copy(update=changes) if changes else base
-
-
-def _engine(settings: Settings) -> Any:
-    from openbloo.db.engine import make_sync_engine
-    from openbloo.db.migrate import upgrade
-
-    urls = database_urls(settings.database_url)
-    upgrade(urls)
-    return make_sync_engine(urls, synchronous=settings.sqlite_synchronous)
-
-
-def _run(settings: Settings, unit: Any) -> Any:
-    from openbloo.db.writer import run_unit
-
-    engine = _engine(settings)
-    try:
-        return run_unit(engine, unit)
-    except ApiError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
-
-
-def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, separators=(",", ":")))
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(*columns)
-        for r in rows:
-            table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
-        Console().print(table)
-    else:
-        typer.echo("\t".join(columns))
-        for r in rows:
-            typer.echo("\t".join("" if r.get(c) is None else str(r.get(c)) for c in columns))
-
-
-def _phone(raw: str) -> str:
-    from openbloo.addressing import normalize_phone
-
-    try:
-        return normalize_phone(raw)
-    except ApiError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-
 
 # -- serve / migrate -----------------------------------------------------------------------------------------
 
@@ -98,7 +43,7 @@ def migrate(database_url: str | None = DbOption) -> None:
     """Create or upgrade the database schema."""
     from openbloo.db.migrate import upgrade
 
-    settings = _settings(database_url)
+    settings = settings_for(database_url)
     upgrade(database_urls(settings.database_url))
     typer.echo(f"database is up to date: {_redact(settings.database_url)}")
 
@@ -131,7 +76,7 @@ def bootstrap(settings: Settings) -> dict[str, Any] | None:
             "number": number["phone_number"],
         }
 
-    engine = _engine(settings)
+    engine = engine_for(settings)
     try:
         return run_unit(engine, unit)
     finally:
@@ -151,7 +96,7 @@ def serve(
     # The quick start talks to local receivers; webhooks to private addresses are allowed (DECISIONS.md §14).
     os.environ.setdefault("OPENBLOO_WEBHOOK_ALLOW_PRIVATE", "true")
     get_settings.cache_clear()
-    settings = _settings(database_url, host=host, port=port)
+    settings = settings_for(database_url, host=host, port=port)
     first = bootstrap(settings)
     base = f"http://{host}:{port}/v2/api"
     if first is not None:
@@ -165,6 +110,8 @@ def serve(
         typer.echo(f"Base URL:    {base}")
         typer.echo("Mint a key with: openbloo keys create --name mykey")
     typer.echo("Webhooks to private and loopback addresses are allowed (OPENBLOO_WEBHOOK_ALLOW_PRIVATE=true).")
+    callbacks = f"{public_base_url(settings)}/callbacks/"
+    typer.echo(f"Devices call: {callbacks}… (set OPENBLOO_PUBLIC_URL if they reach this server otherwise)")
     sys.stdout.flush()
 
     from openbloo.app import create_app
@@ -193,7 +140,7 @@ def worker(database_url: str | None = DbOption) -> None:
     from openbloo.runtime import Runtime
     from openbloo.workers import run_worker_process
 
-    settings = _settings(database_url)
+    settings = settings_for(database_url)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     typer.echo(f"openbloo worker on {_redact(settings.database_url)}")
     sys.stdout.flush()
@@ -225,11 +172,11 @@ def simulate_inbound(
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     message = InboundMessage(
-        to=_phone(to), sender=author, received_at=now_ms(), text=text, protocol=handle_protocol(author), group_id=group
+        to=phone(to), sender=author, received_at=now_ms(), text=text, protocol=handle_protocol(author), group_id=group
     )
-    stored = _run(_settings(database_url), record_inbound(message))
+    stored = run(settings_for(database_url), record_inbound(message))
     if as_json:
-        _print_json({"message_id": stored.message_id, "chat_id": stored.chat_id, "status": "received"})
+        print_json({"message_id": stored.message_id, "chat_id": stored.chat_id, "status": "received"})
     else:
         typer.echo(f"received {stored.message_id} in chat {stored.chat_id}")
 
@@ -240,9 +187,9 @@ def simulate_log(as_json: bool = JsonOption, database_url: str | None = DbOption
     from openbloo.config import simulator_state_path
     from openbloo.transports.simulator import read_log
 
-    for entry in read_log(simulator_state_path(_settings(database_url))):
+    for entry in read_log(simulator_state_path(settings_for(database_url))):
         if as_json:
-            _print_json(entry)
+            print_json(entry)
         else:
             typer.echo(
                 f"{entry['at']}  {entry['message_id']}  attempt {entry['attempt']}  {entry['outcome']:<17} "
@@ -263,9 +210,9 @@ def keys_create(
     """Create an API key (and its organization if needed). The key is printed once."""
     from openbloo.auth.keys import create_key
 
-    key = _run(_settings(database_url), create_key(org, name))
+    key = run(settings_for(database_url), create_key(org, name))
     if as_json:
-        _print_json(
+        print_json(
             {
                 "api_key": key.api_key,
                 "key_id": key.key_id,
@@ -289,13 +236,13 @@ def keys_list(
     """List API keys by display prefix (the keys themselves are never stored)."""
     from openbloo.auth.keys import list_keys
 
-    rows = _run(_settings(database_url), list_keys(org))
+    rows = run(settings_for(database_url), list_keys(org))
     for r in rows:
         r["status"] = "revoked" if r["revoked_at"] else "active"
     if as_json:
-        _print_json({"keys": rows})
+        print_json({"keys": rows})
     else:
-        _table(rows, ["prefix", "name", "organization", "status", "created_at"])
+        table(rows, ["prefix", "name", "organization", "status", "created_at"])
 
 
 @keys_app.command("revoke")
@@ -306,93 +253,8 @@ def keys_revoke(
     """Revoke a key; requests with it fail with 401 within seconds."""
     from openbloo.auth.keys import revoke_key
 
-    prefix = _run(_settings(database_url), revoke_key(key))
+    prefix = run(settings_for(database_url), revoke_key(key))
     typer.echo(f"revoked {prefix}")
-
-
-# -- numbers -------------------------------------------------------------------------------------------------
-
-
-@numbers_app.command("add")
-def numbers_add(
-    phone_number: str = typer.Argument(..., metavar="E164", help="The number, in E.164 (+15551234567)"),
-    org: str = typer.Option(BOOTSTRAP_ORG, "--org", help="Organization name (created if missing)"),
-    transport: str = typer.Option("simulator", "--transport", help="simulator | bluebubbles | twilio | hybrid"),
-    plan: str | None = typer.Option(None, "--plan", help="shared | dedicated | inbound | trial"),
-    key: str | None = typer.Option(None, "--key", help="Restrict the number to this key (full key or prefix)"),
-    as_json: bool = JsonOption,
-    database_url: str | None = DbOption,
-) -> None:
-    """Add a sender number to an organization."""
-    from openbloo.account.numbers import add_number
-
-    try:
-        unit = add_number(_phone(phone_number), org_name=org, transport=transport, plan_kind=plan, key=key)
-    except ApiError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-    view = _run(_settings(database_url), unit)
-    if as_json:
-        _print_json(view)
-    else:
-        typer.echo(f"added {view['phone_number']} ({view['transport']}) as {view['allocation_id']}")
-
-
-@numbers_app.command("list")
-def numbers_list(
-    org: str | None = typer.Option(None, "--org", help="Only this organization"),
-    as_json: bool = JsonOption,
-    database_url: str | None = DbOption,
-) -> None:
-    """List sender numbers."""
-    from openbloo.account.numbers import list_numbers
-
-    rows = _run(_settings(database_url), list_numbers(org))
-    if as_json:
-        _print_json({"numbers": rows})
-    else:
-        for r in rows:
-            r["active"] = "yes" if r["is_active"] else "no"
-            r["keys"] = ",".join(r["keys"]) or "all"
-        cols = ["phone_number", "allocation_id", "organization", "transport", "plan_kind", "active", "keys"]
-        _table(rows, cols)
-
-
-@numbers_app.command("set")
-def numbers_set(
-    phone_number: str = typer.Argument(..., metavar="E164"),
-    plan: str | None = typer.Option(None, "--plan", help="shared | dedicated | inbound | trial | none"),
-    daily_limit: int | None = typer.Option(None, "--daily-limit", min=0, help="Outbound messages per day; 0 = none"),
-    new_conversation_cap: int | None = typer.Option(
-        None, "--new-conversation-cap", min=0, help="New conversations per day; 0 = none"
-    ),
-    active: bool | None = typer.Option(None, "--active/--inactive", help="Enable or disable the number"),
-    as_json: bool = JsonOption,
-    database_url: str | None = DbOption,
-) -> None:
-    """Change a number's plan, quotas or active flag."""
-    from openbloo.account.numbers import _UNSET, set_number
-
-    plan_kind: Any = _UNSET if plan is None else (None if plan == "none" else plan)
-    try:
-        unit = set_number(
-            _phone(phone_number),
-            plan_kind=plan_kind,
-            daily_limit=daily_limit,
-            new_conversation_cap=new_conversation_cap,
-            is_active=active,
-        )
-    except ApiError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-    view = _run(_settings(database_url), unit)
-    if as_json:
-        _print_json(view)
-    else:
-        typer.echo(
-            f"{view['phone_number']}: plan={view['plan_kind'] or 'none'} daily_limit={view['daily_limit'] or 'none'} "
-            f"new_conversation_cap={view['new_conversation_cap'] or 'none'} active={view['is_active']}"
-        )
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     database_url: str = f"sqlite:///{DEFAULT_DB_FILE}"
     host: str = "127.0.0.1"
     port: int = 8600
+    # The base URL devices call back (BlueBubbles webhooks, Twilio callbacks); default http://HOST:PORT.
     public_url: str | None = None
     # How long a key → organization lookup is trusted in process memory; revocation takes effect within it.
     auth_cache_seconds: float = 3.0
@@ -43,6 +44,11 @@ class Settings(BaseSettings):
     simulator_delivery_ms: int = 300
     simulator_read_ms: int = 300
     simulator_state: str | None = None
+    # Devices (BlueBubbles, Twilio): how often the workers look for numbers added or changed with the CLI,
+    # check each device's health, and poll each BlueBubbles server for what its webhooks missed.
+    registry_refresh_seconds: float = 5.0
+    device_check_interval: float = 15.0
+    reconcile_interval: float = 30.0
     # Webhooks: URL policy (DECISIONS.md §14), retry schedule (comma-separated seconds; its length is the
     # number of retries; default 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), per-attempt timeout, and how
     # many attempts run at once per webhook and in all.
@@ -53,6 +59,13 @@ class Settings(BaseSettings):
     webhook_concurrency: int = 256
     webhook_poll_seconds: float = 0.25
     log_level: str = "info"
+
+
+def public_base_url(settings: Settings) -> str:
+    """Where devices reach this server: ``OPENBLOO_PUBLIC_URL``, else ``http://HOST:PORT`` of ``serve``."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    return f"http://{settings.host}:{settings.port}"
 
 
 def simulator_state_path(settings: Settings) -> Path:

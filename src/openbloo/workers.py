@@ -1,4 +1,5 @@
-"""The background workers of one process: the delivery dispatcher and the webhook sender.
+"""The background workers of one process: the delivery dispatcher with the device transports it drives, the
+BlueBubbles reconciler, and the webhook sender.
 
 ``openbloo serve`` runs them beside the API unless ``--no-workers``; ``openbloo worker`` runs them alone.
 """
@@ -11,8 +12,10 @@ import logging
 import signal
 
 from openbloo.delivery.dispatcher import Dispatcher
+from openbloo.devices.reconciler import Reconciler
 from openbloo.events.sender import WebhookSender
 from openbloo.runtime import Runtime
+from openbloo.transports.registry import TransportRegistry
 
 log = logging.getLogger("openbloo.workers")
 
@@ -20,14 +23,18 @@ log = logging.getLogger("openbloo.workers")
 class Workers:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.dispatcher = Dispatcher(runtime)
+        self.registry = TransportRegistry(runtime)
+        self.dispatcher = Dispatcher(runtime, self.registry)
+        self.reconciler = Reconciler(runtime, self.registry)
         self.webhooks = WebhookSender(runtime)
 
     async def start(self) -> None:
         await self.webhooks.start()
-        await self.dispatcher.start()
+        await self.dispatcher.start()  # starts the registry: every device transport runs from here on
+        await self.reconciler.start()
 
     async def stop(self) -> None:
+        await self.reconciler.stop()
         await self.dispatcher.stop()
         await self.webhooks.stop()
 

@@ -11,8 +11,18 @@ from sqlalchemy import func, select
 from openbloo.account.schemas import MeNumbersResponse, MeResponse
 from openbloo.db import models as m
 from openbloo.deps import Auth, Rt
+from openbloo.ids import now_ms
 
 router = APIRouter(tags=["Account"])
+
+
+def _device_state(transport: str, row: Any) -> tuple[str, int | None]:
+    """(status, last_seen): the built-in simulator is always online; a device never reached is offline."""
+    if transport == "simulator":
+        return "online", now_ms()
+    if row is None:
+        return "offline", None
+    return row.device_status or "offline", row.device_last_seen
 
 
 def _iso(ms: int | None) -> str | None:
@@ -31,7 +41,14 @@ async def get_me(auth: Auth, rt: Rt) -> dict[str, Any]:
         async with rt.aengine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(n.c.id, n.c.is_active, n.c.last_active_at, n.c.plan_kind).where(n.c.id.in_(ids))
+                    select(
+                        n.c.id,
+                        n.c.is_active,
+                        n.c.last_active_at,
+                        n.c.plan_kind,
+                        n.c.device_status,
+                        n.c.device_last_seen,
+                    ).where(n.c.id.in_(ids))
                 )
             ).all()
             live = {r.id: r for r in rows}
@@ -52,12 +69,15 @@ async def get_me(auth: Auth, rt: Rt) -> dict[str, Any]:
     devices = []
     for number in auth.pool:
         row = live.get(number.id)
+        status, last_seen = _device_state(number.transport, row)
         devices.append(
             {
                 "phone_number": number.phone_number,
                 "is_active": bool(row.is_active) if row is not None else number.is_active,
                 "last_active": row.last_active_at if row is not None else number.last_active_at,
                 "plan_kind": row.plan_kind if row is not None else number.plan_kind,
+                "status": status,
+                "last_seen": last_seen,
             }
         )
     return {

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 PlanKind = Literal["shared", "dedicated", "inbound", "trial", "2fa"]
+DeviceStatus = Literal["online", "degraded", "offline"]
 
 
 class Organization(BaseModel):
@@ -21,6 +22,9 @@ class Device(BaseModel):
     is_active: bool
     last_active: int | None
     plan_kind: PlanKind | None
+    # openbloo additions: the device's health (degraded = reachable, some features off) and last contact (ms).
+    status: DeviceStatus
+    last_seen: int | None
 
 
 class Usage(BaseModel):

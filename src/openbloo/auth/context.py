@@ -31,6 +31,8 @@ class PoolNumber:
     new_conversation_cap: int | None
     last_active_at: int | None
     transport_config: dict[str, Any] | None
+    # The device's last reported details (numbers.device_info), e.g. {"private_api": false}.
+    device_info: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ def pool_number(row: Any) -> PoolNumber:
         new_conversation_cap=row.new_conversation_cap or None,
         last_active_at=row.last_active_at,
         transport_config=row.transport_config,
+        device_info=row.device_info,
     )
 
 

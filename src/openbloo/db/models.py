@@ -87,6 +87,18 @@ numbers = Table(
     Column("day_outbound", Integer, nullable=False, default=0),
     Column("day_new_conversations", Integer, nullable=False, default=0),
     _ms("created_at", nullable=False),
+    # The device side (migration 0002). The secret path segment of this number's callback URLs: devices
+    # that sign nothing (BlueBubbles) prove who they are by knowing it. Minted for every number at add time.
+    Column("inbound_token", String(64), nullable=True),
+    # Last known device health, written by the workers (coalesced): online | degraded | offline; NULL = never
+    # checked. ``device_info`` holds what the device reported (e.g. {"private_api": bool, "helper_connected":
+    # bool, "server_version": str}); the send planner reads it to refuse what the device cannot do.
+    Column("device_status", String(10), nullable=True),
+    _ms("device_last_seen"),
+    Column("device_info", JSON, nullable=True),
+    # The reconciler's cursor: device messages created before this (epoch ms) have been applied.
+    _ms("sync_cursor"),
+    Index("ix_numbers_inbound_token", "inbound_token", unique=True),
 )
 
 # Which keys may use a number; a number with no rows here is usable by every key of its organization.
@@ -194,6 +206,9 @@ conversations = Table(
     Column("lease_owner", String(64), nullable=True),
     _ms("lease_until"),
     _ms("created_at", nullable=False),
+    # The device's own id for this 1:1 chat (BlueBubbles ``iMessage;-;+1555…`` or ``any;-;+1555…``), learnt
+    # from the device; sends go to the chat the device really uses. Groups keep theirs in ``groups.chat_guid``.
+    Column("device_chat_guid", String(255), nullable=True),
     UniqueConstraint("chat_id", "number_id"),
 )
 
@@ -232,6 +247,20 @@ messages = Table(
     Index("ix_messages_conversation", "conversation_id", "seq"),
     # Restart recovery looks for messages left "sent" (receipts to re-arm).
     Index("ix_messages_status", "status"),
+    # One device message is one openbloo message: devices repeat their news (BlueBubbles sends
+    # ``new-message`` twice, the reconciler re-reads what webhooks brought), and racing writers of the same
+    # device id fail at flush and are re-run, which then finds the stored row.
+    Index("ix_messages_number_provider", "number_id", "provider_id", unique=True),
+)
+
+# Recipients who asked a number to stop messaging them (SMS STOP; written by the transports that learn it).
+# A send to an opted-out handle on that number is refused with 403 ``recipient_opted_out``.
+opt_outs = Table(
+    "opt_outs",
+    metadata,
+    Column("number_id", String(40), ForeignKey("numbers.id", ondelete="CASCADE"), primary_key=True),
+    Column("handle", String(320), primary_key=True),
+    _ms("opted_out_at", nullable=False),
 )
 
 reactions = Table(
@@ -267,6 +296,8 @@ delivery_jobs = Table(
     _ms("updated_at", nullable=False),
     Index("ix_delivery_jobs_state_due", "state", "next_attempt_at"),
     Index("ix_delivery_jobs_conversation", "conversation_id", "state", "seq"),
+    # Device news names our message by the reference we gave it (BlueBubbles echoes it as ``tempGuid``).
+    Index("ix_delivery_jobs_transport_ref", "transport_ref"),
 )
 
 events = Table(

@@ -18,9 +18,11 @@ from typing import Any
 from openbloo.db.writer import Batch
 from openbloo.delivery import jobs
 from openbloo.delivery.state import advance, load_state
+from openbloo.devices.health import HealthRecorder
 from openbloo.ids import new_id, now_ms
 from openbloo.runtime import Runtime
 from openbloo.transports.base import (
+    DeviceHealth,
     EventSink,
     InboundMessage,
     PermanentError,
@@ -68,6 +70,10 @@ class DatabaseSink(EventSink):
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.health = HealthRecorder(runtime.writer)
+
+    async def device(self, health: DeviceHealth) -> None:
+        await self.health.record(health)
 
     async def status(self, update: StatusUpdate) -> None:
         await self.statuses([update])
@@ -188,6 +194,7 @@ class Dispatcher:
         writer = self.runtime.writer
         settings = self.runtime.settings
         receipt: Receipt | None = None
+        handed_off = False  # whether this attempt may have reached the device
         try:
             if transport is None:
                 raise TransientError(f"No device is available for {job.transport} number", code="device_unavailable")
@@ -197,6 +204,7 @@ class Dispatcher:
                 if receipt is not None:
                     await transport.resume(job.outgoing, receipt)
             if receipt is None:
+                handed_off = True
                 receipt = await asyncio.wait_for(transport.send(job.outgoing), settings.delivery_send_timeout)
         except PermanentError as exc:
             await writer.run(jobs.record_failed(job, exc.code, str(exc), now_ms()))
@@ -216,7 +224,17 @@ class Dispatcher:
             if isinstance(exc, TransportError) and exc.retry_after is not None:
                 delay = max(delay, min(exc.retry_after, settings.delivery_retry_max))
             now = now_ms()
-            await writer.run(jobs.record_retry(job, message, now + int(delay * 1000), now))
+            # The outcome stays unknown if the earlier attempt's was and nothing was sent now (no device, the
+            # search failed), or if this attempt may have reached the device (a timeout): then the next
+            # attempt searches the device first, instead of risking a second copy.
+            unknown = (job.in_flight and not handed_off) or (
+                handed_off and (isinstance(exc, TimeoutError) or getattr(exc, "maybe_sent", False))
+            )
+            await writer.run(
+                jobs.record_retry(
+                    job, message, now + int(delay * 1000), now, in_flight=self.worker_id if unknown else None
+                )
+            )
             return "held"
         await writer.run(jobs.record_sent(job, receipt, now_ms()))
         return "sent"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, case, or_, select, update
 
 from openbloo.db import models as m
 from openbloo.db.writer import Batch
@@ -34,10 +34,16 @@ _RENEW_LEASE = (
     .where(_c.c.id == bindparam("b_conv"), _c.c.lease_owner == bindparam("b_worker"))
     .values(lease_until=bindparam("b_until"))
 )
+# ``updated_at`` of a job marked in flight stays the start of the attempt whose outcome is unknown: a device
+# search for it (find_sent) starts there.
 _START_ATTEMPT = (
     update(_j)
     .where(_j.c.seq == bindparam("b_seq"), _j.c.state == "pending")
-    .values(lease_owner=bindparam("b_worker"), attempts=_j.c.attempts + 1, updated_at=bindparam("b_now"))
+    .values(
+        lease_owner=bindparam("b_worker"),
+        attempts=_j.c.attempts + 1,
+        updated_at=case((_j.c.lease_owner.is_(None), bindparam("b_now")), else_=_j.c.updated_at),
+    )
 )
 _JOB_DONE = (
     update(_j)
@@ -117,20 +123,24 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
                 _msg.c.link_preview,
                 _msg.c.options,
                 _msg.c.time_sent,
+                _j.c.updated_at,
                 _num.c.phone_number,
                 _num.c.transport,
                 _chat.c.chat_key,
                 _chat.c.type.label("chat_type"),
                 _grp.c.chat_guid,
                 _grp.c.participants_key,
+                _c.c.device_chat_guid,
             )
             .join(_msg, _msg.c.id == _j.c.message_id)
             .join(_num, _num.c.id == _j.c.number_id)
             .join(_chat, _chat.c.id == _msg.c.chat_id)
+            .join(_c, _c.c.id == _j.c.conversation_id)
             .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
             .where(_j.c.conversation_id.in_(conv_ids), _j.c.state == "pending")
             .order_by(_j.c.seq)
-        )
+        ).all()
+        parents = _reply_guids(batch, rows)
         grouped: dict[str, list[Job]] = {cid: [] for cid in conv_ids}
         for r in rows:
             jobs = grouped[r.conversation_id]
@@ -144,15 +154,16 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
                 chat_key=r.chat_key,
                 recipients=_recipients(r.chat_type, r.chat_key, r.participants_key),
                 is_group=r.chat_type == "group",
-                chat_guid=r.chat_guid,
+                chat_guid=r.chat_guid or r.device_chat_guid,
                 text=r.text,
                 attachments=tuple(r.attachments or ()),
                 parts=tuple(r.parts or ()),
                 effect=r.effect,
-                reply_to=r.reply_to,
+                reply_to=_resolved_reply(r.reply_to, parents),
                 link_preview=r.link_preview,
                 options=r.options or {},
                 time_accepted=r.time_sent,
+                in_flight_since=r.updated_at if r.lease_owner is not None else None,
             )
             jobs.append(
                 Job(
@@ -169,6 +180,27 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
         return [ClaimedConversation(cid, tuple(jobs)) for cid, jobs in grouped.items()]
 
     return unit
+
+
+def _reply_guids(batch: Batch, rows: Any) -> dict[str, str]:
+    """Device ids of reply parents that had none when the reply was accepted (they were still queued then)."""
+    wanted = {
+        r.reply_to["message_id"]
+        for r in rows
+        if r.reply_to and r.reply_to.get("message_id") and not r.reply_to.get("guid")
+    }
+    if not wanted:
+        return {}
+    found = batch.conn.execute(
+        select(_msg.c.id, _msg.c.provider_id).where(_msg.c.id.in_(wanted), _msg.c.provider_id.is_not(None))
+    )
+    return {r.id: r.provider_id for r in found}
+
+
+def _resolved_reply(reply_to: dict[str, Any] | None, parents: dict[str, str]) -> dict[str, Any] | None:
+    if not reply_to or reply_to.get("guid") or reply_to.get("message_id") not in parents:
+        return reply_to
+    return {**reply_to, "guid": parents[reply_to["message_id"]]}
 
 
 def mark_attempt(job: Job, worker: str, now: int, lease_ms: int) -> Callable[[Batch], bool]:
@@ -192,6 +224,13 @@ def record_sent(job: Job, receipt: Receipt, now: int) -> Callable[[Batch], None]
         state = load_state(batch, message_id=job.outgoing.message_id)
         if state is not None:
             advance(batch, state, "sent", receipt.sent_at, protocol=receipt.protocol, provider_id=receipt.provider_id)
+        if receipt.chat_guid and not job.outgoing.is_group and receipt.chat_guid != job.outgoing.chat_guid:
+            # The device told which of its chats this 1:1 conversation is: later sends go straight there.
+            batch.execute_later(
+                "conv_device_chat",
+                update(_c).where(_c.c.id == bindparam("b_conv")).values(device_chat_guid=bindparam("b_guid")),
+                {"b_conv": job.conversation_id, "b_guid": receipt.chat_guid},
+            )
         if receipt.chat_guid and job.outgoing.is_group and not job.outgoing.chat_guid:
             # The first send to a group created its chat on the device: remember it for the next ones.
             chat = batch.conn.execute(select(_chat.c.group_id).where(_chat.c.chat_key == job.outgoing.chat_key)).first()
@@ -205,15 +244,20 @@ def record_sent(job: Job, receipt: Receipt, now: int) -> Callable[[Batch], None]
     return unit
 
 
-def record_retry(job: Job, error: str, retry_at: int, now: int) -> Callable[[Batch], None]:
-    """The attempt failed transiently: park the job and hold its conversation until ``retry_at``."""
+def record_retry(
+    job: Job, error: str, retry_at: int, now: int, *, in_flight: str | None = None
+) -> Callable[[Batch], None]:
+    """The attempt failed transiently: park the job and hold its conversation until ``retry_at``.
+
+    ``in_flight`` (a worker id) keeps the job marked as possibly sent, so the next attempt asks the device
+    first; the marker's time (``updated_at``) stays that of the attempt whose outcome is unknown.
+    """
 
     def unit(batch: Batch) -> None:
-        batch.conn.execute(
-            update(_j)
-            .where(_j.c.seq == job.seq)
-            .values(lease_owner=None, next_attempt_at=retry_at, last_error=error, updated_at=now)
-        )
+        values: dict[str, Any] = {"lease_owner": in_flight, "next_attempt_at": retry_at, "last_error": error}
+        if in_flight is None:
+            values["updated_at"] = now
+        batch.conn.execute(update(_j).where(_j.c.seq == job.seq).values(**values))
         batch.conn.execute(
             update(_c).where(_c.c.id == job.conversation_id).values(lease_owner=None, lease_until=retry_at)
         )

@@ -218,6 +218,13 @@ def advance(
     return _finish(batch, state, new)
 
 
+def amend_error(batch: Batch, state: MessageState, error: str) -> MessageState:
+    """Replace a failed message's error text (a later report named the cause); no new status, no event."""
+    if state.status != "failed" or state.error == error:
+        return state
+    return _finish(batch, state, replace(state, error=error))
+
+
 def _finish(batch: Batch, old: MessageState, new: MessageState) -> MessageState:
     if new != old:
         _save(batch, new)

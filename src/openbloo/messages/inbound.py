@@ -2,7 +2,12 @@
 
 Used by every transport's inbound path (simulator injection, BlueBubbles and Twilio callbacks). The
 contact, the chat and the conversation are created on first contact. A message whose ``provider_id`` is
-already stored is a duplicate delivery of the same news and is not stored twice.
+already stored (or queued by an earlier unit of the same batch) is a duplicate delivery of the same news
+and is not stored twice; racing writers in different batches are stopped by the unique index on
+``(number_id, provider_id)`` and re-run, which then finds the stored row.
+
+A device group chat seen for the first time becomes an unnamed group, or links the unnamed group this number
+already has with the same participants (a group openbloo created by sending).
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ NUMBER_INBOUND = (
     .values(inbound_count=_nums.c.inbound_count + 1, last_active_at=bindparam("b_t"))
 )
 CONTACT_TOUCH = update(_contacts).where(_contacts.c.id == bindparam("b_id")).values(last_message_time=bindparam("b_t"))
+CONVERSATION_DEVICE_CHAT = (
+    update(_convs).where(_convs.c.id == bindparam("b_id")).values(device_chat_guid=bindparam("b_guid"))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,9 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
             raise ApiError(404, "not_found", f"{msg.to} is not a number of this organization")
         org = number.organization_id
         if msg.provider_id:
+            pending = batch.recall(("inbound", org, msg.provider_id))
+            if pending is not None:
+                return StoredInbound(pending[0], pending[1], org, duplicate=True)
             seen = batch.conn.execute(
                 select(m.messages.c.id, _chats.c.chat_key)
                 .join(_chats, _chats.c.id == m.messages.c.chat_id)
@@ -96,13 +107,13 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
                 handles = tuple(
                     sorted({sender, *(normalize_handle(p) for p in msg.participants)}, key=lambda h: h.value)
                 )
-                group = store.create_unnamed_group(batch, org, number.id, handles, now)
+                known = store.unnamed_groups(batch, org, ",".join(h.value for h in handles)).get(number.id)
+                group_id = known or store.create_unnamed_group(batch, org, number.id, handles, now).id
                 batch.execute_later(
-                    ("group_guid", group.id),
-                    update(g).where(g.c.id == group.id).values(chat_guid=msg.chat_guid),
+                    ("group_guid", group_id),
+                    update(g).where(g.c.id == group_id, g.c.chat_guid.is_(None)).values(chat_guid=msg.chat_guid),
                     {},
                 )
-                group_id = group.id
         if group_id is not None:
             found = store.load_group(batch, org, group_id)
             if found is None:
@@ -117,6 +128,10 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
             chat = existing
             author = None
         conv = store.ensure_conversation(batch, org, chat.id, number.id, now)
+        if msg.device_chat and group_id is None:
+            batch.execute_later(
+                "conv_device_chat", CONVERSATION_DEVICE_CHAT, {"b_id": conv.id, "b_guid": msg.device_chat}
+            )
         message_id = new_id("msg_")
         attachments = [dict(a) for a in msg.attachments] or None
         batch.insert_later(
@@ -186,6 +201,8 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
             batch.execute_later("contact_touch_in", CONTACT_TOUCH, {"b_id": chat.contact_id, "b_t": now})
         store.count_conversation(batch, conv, inbound=1)
         store.note_chat_number(batch, org, chat, number.id)
+        if msg.provider_id:
+            batch.remember(("inbound", org, msg.provider_id), (message_id, chat.chat_key))
         return StoredInbound(message_id, chat.chat_key, org)
 
     return unit

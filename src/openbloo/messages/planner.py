@@ -24,6 +24,7 @@ from openbloo.db import models as m
 from openbloo.db.writer import Batch
 from openbloo.errors import ApiError, bad_request
 from openbloo.ids import now_ms
+from openbloo.messages.device_rules import check_device, check_opt_outs
 from openbloo.messages.outbox import OutboundMessage, new_outbound_row, record_outbound
 from openbloo.messages.rules import SendRequest, is_voice_memo
 from openbloo.messages.wire import SendResponse, encode
@@ -301,6 +302,7 @@ def plan_send(
                     "reply_target_not_supported",
                     f"Threaded replies are not supported on {number.transport} numbers",
                 )
+        check_device(number, request, parent is not None)
         if request.share_contact and number.plan_kind in NO_CONTACT_CARD_PLANS:
             raise ApiError(
                 403,
@@ -333,6 +335,7 @@ def plan_send(
         # recipients as they asked for them.
         recipient = address.key if group_created else chat.chat_key
         _check_plan(batch, number, recipient, conv, request, now)
+        check_opt_outs(batch, number, group.participants if group is not None else [h.value for h in address.handles])
         _check_mentions(request, address, group, ctx.region)
 
         # Nothing can fail past this point: queue the writes.

@@ -7,6 +7,11 @@ openbloo's database: it takes an :class:`Outgoing` and returns a :class:`Receipt
 
 Errors form a small tree: ``TransportError`` → ``TransientError`` (retry with backoff; the device is
 busy, offline or rate-limiting) / ``PermanentError`` (the message can never go: bad handle, refused).
+An error raised after the message may already have reached the device (a timeout, a dropped connection)
+says so with ``maybe_sent=True``: the dispatcher then asks :meth:`Transport.find_sent` before sending again.
+
+Devices also report their health (:class:`DeviceHealth`, through :meth:`EventSink.device`), and answer
+:meth:`Transport.check` for ``openbloo numbers check``.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ class Outgoing:
     link_preview: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     time_accepted: int = 0
+    # When the earlier attempt whose outcome is unknown began (epoch ms; None if there was none): what went
+    # out before it was recorded before it, so a device search for this message can start there.
+    in_flight_since: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +69,9 @@ class Receipt:
     provider_id: str | None
     protocol: str  # imessage | sms | rcs
     sent_at: int
-    chat_guid: str | None = None  # set when the send created a chat on the device (first group message)
+    # The device's chat the message went to, when the device has its own chat ids (BlueBubbles): stored for
+    # the conversation (or group), so later sends and searches use the chat the device really uses.
+    chat_guid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +100,31 @@ class InboundMessage:
     group_id: str | None = None  # openbloo group id, when known
     chat_guid: str | None = None  # device chat id of a group chat
     participants: tuple[str, ...] = ()  # other members of a group chat, when the device reports them
+    device_chat: str | None = None  # the device's id of a 1:1 chat (remembered for the conversation)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealth:
+    """How a number's device is doing: ``online``, ``degraded`` (reachable, some features off) or ``offline``."""
+
+    number_id: str
+    status: str
+    last_seen: int | None  # last successful contact, epoch ms
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCheck:
+    """The answer to ``openbloo numbers check``: can openbloo use this device, in plain words."""
+
+    reachable: bool
+    credentials_ok: bool
+    details: tuple[str, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        return self.reachable and self.credentials_ok
 
 
 class EventSink(abc.ABC):
@@ -106,16 +141,29 @@ class EventSink(abc.ABC):
         for update in updates:
             await self.status(update)
 
+    async def device(self, health: DeviceHealth) -> None:
+        """A device's health, reported as often as the transport checks; the sink decides what to store."""
+
 
 class TransportError(Exception):
     """A send did not happen. ``code`` is stored as the message's error code."""
 
     permanent = False
 
-    def __init__(self, message: str, *, code: str = "transport_error", retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "transport_error",
+        retry_after: float | None = None,
+        maybe_sent: bool = False,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.retry_after = retry_after
+        # The request may have reached the device before the failure (timeout, dropped connection, a
+        # "not found after 60 seconds" answer): look before sending again.
+        self.maybe_sent = maybe_sent
 
 
 class TransientError(TransportError):
@@ -161,3 +209,7 @@ class Transport(abc.ABC):
 
     async def resume(self, message: Outgoing, receipt: Receipt) -> None:
         """After a restart: re-arm whatever reports the outcome of a message left ``sent``."""
+
+    async def check(self) -> DeviceCheck:
+        """Probe the device (reachability, credentials, features); used by ``openbloo numbers check``."""
+        return DeviceCheck(True, True, (f"{self.kind}: nothing to check",))

@@ -46,6 +46,7 @@ from openbloo.db.writer import Batch, Writer, run_unit
 from openbloo.ids import new_id, now_ms
 from openbloo.transports.base import (
     Capability,
+    DeviceCheck,
     EventSink,
     Outgoing,
     PermanentError,
@@ -214,6 +215,9 @@ class SimulatorTransport(Transport):
 
     async def resume(self, message: Outgoing, receipt: Receipt) -> None:
         self._arm(message, receipt, self._rule_for(message.recipients))
+
+    async def check(self) -> DeviceCheck:
+        return DeviceCheck(True, True, ("The simulator is built in: always reachable, every feature available.",))
 
     # -- internals -----------------------------------------------------------------------------------------
     @staticmethod

@@ -17,7 +17,6 @@ from openbloo.transports.twilio.client import DEFAULT_API_URL, TwilioClient, mas
 from openbloo.transports.twilio.transport import (
     MAX_BODY_CHARS,
     MAX_MEDIA,
-    DeviceCheck,
     TwilioTransport,
     callback_url_for,
     check_number,
@@ -32,7 +31,6 @@ __all__ = [
     "OPT_OUT_KEYWORDS",
     "SIGNATURE_HEADER",
     "TWIML_CONTENT_TYPE",
-    "DeviceCheck",
     "TwilioClient",
     "TwilioTransport",
     "callback_url_for",

@@ -29,13 +29,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from openbloo.ids import now_ms
 from openbloo.transports.base import (
     Capability,
+    DeviceCheck,
     EventSink,
     InboundMessage,
     Outgoing,
@@ -71,14 +71,10 @@ TRIAL_PREFIX = "Sent from your Twilio trial account - "
 Claimed = Callable[[str], Awaitable[bool]]
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceCheck:
-    """What a probe of the device found, in plain words."""
-
-    reachable: bool  # something answered at the API URL
-    ok: bool  # ... and it accepts the credentials and can send from this number
-    summary: str
-    details: list[str] = field(default_factory=list)
+def _report(reachable: bool, usable: bool, summary: str, details: list[str]) -> DeviceCheck:
+    """A check in the contract's shape: the summary first, then the details. ``usable`` means the account
+    accepts the credentials *and* can send from this number."""
+    return DeviceCheck(reachable, usable, (summary, *details))
 
 
 def callback_url_for(status_callback_url: str, message_id: str) -> str:
@@ -305,15 +301,15 @@ class TwilioTransport(Transport):
             account = await self.client.fetch_account()
         except TwilioError as exc:
             if exc.http_status is None:
-                return DeviceCheck(False, False, f"Twilio cannot be reached at {host}.", [str(exc)])
+                return _report(False, False, f"Twilio cannot be reached at {host}.", [str(exc)])
             if exc.http_status in (401, 403):
-                return DeviceCheck(
+                return _report(
                     True,
                     False,
                     f"Twilio at {host} refused the credentials of account {self.account_sid}.",
                     [str(exc), f"Auth token in use: {mask_secret(self._auth_token)}"],
                 )
-            return DeviceCheck(True, False, f"Twilio at {host} answered the account check with an error.", [str(exc)])
+            return _report(True, False, f"Twilio at {host} answered the account check with an error.", [str(exc)])
         status = str(account.get("status") or "unknown")
         name = account.get("friendly_name") or self.account_sid
         details = [f"Account {self.account_sid} ({name}) is {status}; type {account.get('type') or 'unknown'}."]
@@ -339,7 +335,7 @@ class TwilioTransport(Transport):
             summary = f"Twilio answers, but account {name} is {status}: it cannot send."
         else:
             summary = f"Twilio answers and accepts the credentials, but {self.phone_number} cannot send from it."
-        return DeviceCheck(True, ok, summary, details)
+        return _report(True, ok, summary, details)
 
 
 async def check_number(

@@ -1,0 +1,1 @@
+"""BlueBubbles Server (iMessage from a Mac): the wire format, the REST client, the transport."""
