@@ -1,4 +1,4 @@
-"""What every device transport shares: opt-outs refused at send time, numbers whose transport is not built
+"""What every device transport shares: opt-outs refused at send time, numbers whose device cannot be used
 staying queued, the migration giving existing numbers a callback token, and the BlueBubbles wire helpers.
 """
 
@@ -53,18 +53,26 @@ def test_opt_out_helpers_are_idempotent_and_start_lets_sends_through(tenant: Ten
         assert http.post(f"/chats/{who}/messages", json={"text": "x"}).status_code == 202
 
 
-def test_a_number_whose_transport_is_not_built_keeps_its_messages_queued(server: Server) -> None:
-    config = {"twilio": {"account_sid": "AC" + "0" * 32, "auth_token": "t" * 32, "api_url": "http://127.0.0.1:9"}}
-    t = make_tenant(server, transport="twilio", transport_config=config)
+def _queued_with(t: Tenant, error: str) -> None:
     to = unique_number()
     with t.http() as http:
         sent = http.post(f"/chats/{to}/messages", json={"text": "later"}).json()
     time.sleep(0.6)
     assert message(t, to, sent["message_id"])["status"] == "queued"
-    with server.runtime.engine.connect() as conn:
+    with t.server.runtime.engine.connect() as conn:
         job = conn.execute(select(m.delivery_jobs).where(m.delivery_jobs.c.message_id == sent["message_id"])).one()
-    assert job.state == "pending" and "No device is available" in (job.last_error or "")
+    assert job.state == "pending" and error in (job.last_error or ""), job.last_error
     assert t.http().get("/me").json()["devices"][0]["status"] == "offline"
+
+
+def test_a_number_whose_transport_cannot_be_built_keeps_its_messages_queued(server: Server) -> None:
+    config = {"twilio": {"account_sid": "AC" + "0" * 32, "api_url": "http://127.0.0.1:9"}}  # no auth token
+    _queued_with(make_tenant(server, transport="twilio", transport_config=config), "No device is available")
+
+
+def test_a_twilio_number_that_cannot_reach_twilio_keeps_its_messages_queued(server: Server) -> None:
+    config = {"twilio": {"account_sid": "AC" + "0" * 32, "auth_token": "t" * 32, "api_url": "http://127.0.0.1:9"}}
+    _queued_with(make_tenant(server, transport="twilio", transport_config=config), "Could not reach Twilio")
 
 
 def test_effect_names_all_map_to_apple_ids() -> None:

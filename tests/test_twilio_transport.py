@@ -157,8 +157,10 @@ async def test_find_sent_skips_sids_openbloo_already_holds(env: Env) -> None:
     second_msg = outgoing(text="ok")
     second = await env.transport.send(second_msg)
 
-    async def claimed(sid: str) -> bool:
-        return sid == first.provider_id
+    async def claimed(sid: str) -> str | None:
+        # The first send's sid is held by another message; the second's by the very message looked for
+        # (a status callback stored it before the send's answer was recorded): that one is still a match.
+        return "msg_first" if sid == first.provider_id else second_msg.message_id if sid == second.provider_id else None
 
     looker = env.new_transport(claimed=claimed)
     try:

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     registry_refresh_seconds: float = 5.0
     device_check_interval: float = 15.0
     reconcile_interval: float = 30.0
+    # Hybrid numbers: how long BlueBubbles' answer to "is this handle on iMessage?" is trusted.
+    imessage_cache_seconds: float = 3600.0
     # Webhooks: URL policy (DECISIONS.md §14), retry schedule (comma-separated seconds; its length is the
     # number of retries; default 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), per-attempt timeout, and how
     # many attempts run at once per webhook and in all.

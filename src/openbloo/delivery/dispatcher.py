@@ -19,6 +19,7 @@ from openbloo.db.writer import Batch
 from openbloo.delivery import jobs
 from openbloo.delivery.state import advance, load_state
 from openbloo.devices.health import HealthRecorder
+from openbloo.devices.optouts import OPTED_OUT_ERRORS, record_opt_out
 from openbloo.ids import new_id, now_ms
 from openbloo.runtime import Runtime
 from openbloo.transports.base import (
@@ -61,6 +62,21 @@ def apply_statuses(updates: list[StatusUpdate]) -> Any:
             )
             applied += 1
         return applied
+
+    return unit
+
+
+def _failed(job: jobs.Job, exc: PermanentError) -> Any:
+    """The message failed for good; when the device said the recipient opted out (Twilio's 21610), that is
+    recorded too, in the same transaction, so the next send to them is refused at once."""
+    failed = jobs.record_failed(job, exc.code, str(exc), now_ms())
+    recipients = job.outgoing.recipients
+    if exc.code not in OPTED_OUT_ERRORS or job.outgoing.is_group or len(recipients) != 1:
+        return failed
+
+    def unit(batch: Batch) -> None:
+        failed(batch)
+        record_opt_out(job.number_id, recipients[0], now_ms())(batch)
 
     return unit
 
@@ -207,7 +223,7 @@ class Dispatcher:
                 handed_off = True
                 receipt = await asyncio.wait_for(transport.send(job.outgoing), settings.delivery_send_timeout)
         except PermanentError as exc:
-            await writer.run(jobs.record_failed(job, exc.code, str(exc), now_ms()))
+            await writer.run(_failed(job, exc))
             return "failed"
         except asyncio.CancelledError:
             raise

@@ -8,6 +8,7 @@ idempotent, so the same news arriving twice, in any order, or again from a poll 
   reference) or by the device GUID already stored; then ``sent`` (with the GUID), ``delivered``, read or
   ``failed`` through the forward-only state machine. A message we cannot match (sent from the owner's own
   phone, or a copy without ``tempGuid`` that beat the send's answer) is left alone, never stored as inbound.
+  On a ``hybrid`` number, error 22 (not on iMessage) is left alone too: the transport sends it by SMS.
 - **Theirs**: a new ``received`` message in the chat of the sender (1:1, whatever the GUID's service
   prefix) or of the group (matched on every spelling of its GUID); deduplicated by GUID.
 """
@@ -127,6 +128,10 @@ def _apply_own(batch: Batch, number: DeviceNumber, dm: wire.DeviceMessage) -> bo
     message_id = _own_message_id(batch, number, dm)
     state = load_state(batch, message_id=message_id) if message_id else None
     if state is None or state.direction != "outbound":
+        return False
+    if dm.error == wire.NOT_ON_IMESSAGE and number.transport == "hybrid":
+        # A hybrid number sends this message again by SMS (its transport falls back on error 22): the failed
+        # iMessage attempt is not the message's fate.
         return False
     if dm.error:
         detail = wire.describe_error(dm.error)

@@ -8,8 +8,12 @@ the writer, so this works in an API-only process (``serve --no-workers``) with n
 ``GET /callbacks/bluebubbles/media/{number_id}/{guid}?sig=…`` serves an inbound attachment, fetched from the
 Mac on request (its own download URL needs the server password, which never leaves openbloo).
 
-Twilio's routes will sit beside these, at ``/callbacks/twilio/{token}/inbound`` and ``…/status``, using
-:meth:`CallbackNumbers.by_token` the same way.
+``POST /callbacks/twilio/{token}/inbound`` (the number's "A message comes in" webhook) and
+``POST /callbacks/twilio/{token}/status`` (the ``StatusCallback`` of each message, with ``?message_id=``)
+take Twilio's form-encoded requests. After the token, every request's ``X-Twilio-Signature`` is checked
+with the number's auth token over the URL Twilio called, rebuilt as the configured public base URL + the
+path + the raw query string (byte for byte: behind a TLS-terminating proxy the request's own URL differs);
+a missing or wrong signature is a 403 and changes nothing. Inbound messages are answered with empty TwiML.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import hmac
 import logging
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,16 +33,28 @@ from openbloo.config import public_base_url
 from openbloo.db import models as m
 from openbloo.deps import Rt
 from openbloo.devices.bluebubbles import Applied, DeviceNumber, apply_messages, media_signature
+from openbloo.devices.twilio import apply_inbound, apply_status
 from openbloo.errors import ApiError
 from openbloo.runtime import Runtime
 from openbloo.transports.bluebubbles import wire
 from openbloo.transports.bluebubbles.client import BlueBubblesClient, DeviceError
 from openbloo.transports.config import CALLBACK_PREFIX
+from openbloo.transports.twilio.callbacks import (
+    MESSAGE_ID_PARAM,
+    SIGNATURE_HEADER,
+    TWIML_CONTENT_TYPE,
+    empty_twiml,
+    parse_inbound,
+    parse_status_callback,
+    verify_signature,
+)
 
 log = logging.getLogger("openbloo.callbacks")
 
 router = APIRouter(prefix=CALLBACK_PREFIX, include_in_schema=False)
 BLUEBUBBLES_KINDS = frozenset({"bluebubbles", "hybrid"})
+TWILIO_KINDS = frozenset({"twilio", "hybrid"})
+MAX_FORM_BYTES = 256 * 1024  # an inbound MMS with ten media and 1,600 characters is a few kilobytes
 
 _n = m.numbers
 _NUMBER = select(
@@ -152,3 +169,49 @@ async def bluebubbles_media(number_id: str, guid: str, sig: str, rt: Rt) -> Stre
 
     headers = {k: v for k, v in response.headers.items() if k.lower() in ("content-length", "content-disposition")}
     return StreamingResponse(body(), media_type=response.headers.get("content-type"), headers=headers)
+
+
+# -- Twilio ---------------------------------------------------------------------------------------------------
+
+
+async def _twilio_request(rt: Runtime, token: str, request: Request) -> tuple[DeviceNumber, list[tuple[str, str]]]:
+    """The number and the form fields of a Twilio request whose signature holds; else 404 / 403."""
+    number = await callback_numbers(rt).by_token(token)
+    section = (number.config.get("twilio") or {}) if number is not None else {}
+    if number is None or number.transport not in TWILIO_KINDS or not section.get("auth_token"):
+        raise _unknown()
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise ApiError(413, "payload_too_large", "The callback body is too large")
+    try:
+        form = parse_qsl(body.decode(), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        form = []
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    url = number.public_url.rstrip("/") + request.scope["path"] + (f"?{query}" if query else "")
+    if not verify_signature(str(section["auth_token"]), url, form, request.headers.get(SIGNATURE_HEADER)):
+        log.warning(
+            "a Twilio callback for %s had a missing or wrong signature (is OPENBLOO_PUBLIC_URL the URL Twilio calls?)",
+            number.phone_number,
+        )
+        raise ApiError(403, "forbidden", f"Invalid {SIGNATURE_HEADER} for {url}")
+    return number, form
+
+
+@router.post("/twilio/{token}/status")
+async def twilio_status(token: str, request: Request, rt: Rt) -> Response:
+    number, form = await _twilio_request(rt, token, request)
+    update = parse_status_callback(form, request.query_params.get(MESSAGE_ID_PARAM))
+    if update is not None:
+        await rt.writer.run(apply_status(number, update))
+    return Response(status_code=204)
+
+
+@router.post("/twilio/{token}/inbound")
+async def twilio_inbound(token: str, request: Request, rt: Rt) -> Response:
+    number, form = await _twilio_request(rt, token, request)
+    message = parse_inbound(form, number.phone_number)
+    if not message.sender:
+        raise ApiError(400, "invalid_request", "The inbound message has no 'From'")
+    await rt.writer.run(apply_inbound(number, message))
+    return Response(empty_twiml(), media_type=TWIML_CONTENT_TYPE)

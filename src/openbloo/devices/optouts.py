@@ -1,19 +1,22 @@
 """Recipients who opted out of one number's messages (SMS ``STOP``), and the check the send planner makes.
 
-Transports that learn of opt-outs (Twilio's STOP / START keywords) record them with :func:`record_opt_out`
-and :func:`record_opt_in`; :func:`opted_out` is the planner's check (403 ``recipient_opted_out``).
+What devices report of opt-outs (Twilio's STOP / START keywords, a send refused with Twilio's 21610) is
+recorded with :func:`record_opt_out` and :func:`record_opt_in`; :func:`opted_out` is the planner's check
+(403 ``recipient_opted_out``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, insert, select
 
 from openbloo.db import models as m
 from openbloo.db.writer import Batch
 
 _o = m.opt_outs
+# Transport error codes that mean "this recipient opted out of this number" (Twilio: replied STOP).
+OPTED_OUT_ERRORS = frozenset({"twilio_21610"})
 # Prebuilt: it runs on every send (a primary-key lookup).
 _OPTED_OUT = select(_o.c.handle).where(
     _o.c.number_id == bindparam("number"), _o.c.handle.in_(bindparam("handles", expanding=True))
@@ -30,13 +33,16 @@ def opted_out(batch: Batch, number_id: str, handles: Iterable[str]) -> list[str]
 
 
 def record_opt_out(number_id: str, handle: str, at: int) -> Callable[[Batch], bool]:
-    """``handle`` opted out (idempotent; returns whether it is new)."""
+    """``handle`` opted out (idempotent; returns whether it is new).
+
+    Written at once, not deferred, like :func:`record_opt_in`: a STOP and a START from one handle in the same
+    batch must apply in their order.
+    """
 
     def unit(batch: Batch) -> bool:
-        if opted_out(batch, number_id, [handle]) or batch.recall(("opt_out", number_id, handle)):
+        if opted_out(batch, number_id, [handle]):
             return False
-        batch.insert_later(_o, {"number_id": number_id, "handle": handle, "opted_out_at": at})
-        batch.remember(("opt_out", number_id, handle), True)
+        batch.conn.execute(insert(_o).values(number_id=number_id, handle=handle, opted_out_at=at))
         return True
 
     return unit

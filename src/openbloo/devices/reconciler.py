@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from typing import Any
 
 from openbloo.devices.bluebubbles import DeviceNumber, apply_messages, save_cursor, sync_state
@@ -28,6 +29,8 @@ log = logging.getLogger("openbloo.reconciler")
 
 OVERLAP_MS = 60_000
 RECHECK_CONCURRENCY = 8
+# A hybrid number's SMS go through Twilio: their ids are MessageSids, which the Mac has never heard of.
+TWILIO_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
 
 
 def bluebubbles_of(transport: Any) -> BlueBubblesTransport | None:
@@ -91,6 +94,8 @@ class Reconciler:
     async def reconcile(self, number: DeviceNumber, transport: BlueBubblesTransport) -> int:
         writer = self.runtime.writer
         cursor, sent_guids = await writer.run(sync_state(number.id, now_ms()))
+        if number.transport == "hybrid":
+            sent_guids = [g for g in sent_guids if not TWILIO_SID.match(g)]
         found = await transport.messages_since(max(0, cursor - OVERLAP_MS))
         changed = 0
         if found:

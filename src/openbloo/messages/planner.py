@@ -302,7 +302,7 @@ def plan_send(
                     "reply_target_not_supported",
                     f"Threaded replies are not supported on {number.transport} numbers",
                 )
-        check_device(number, request, parent is not None)
+        check_device(number, request, address, parent is not None)
         if request.share_contact and number.plan_kind in NO_CONTACT_CARD_PLANS:
             raise ApiError(
                 403,

@@ -177,6 +177,9 @@ class PermanentError(TransportError):
 
 
 Lookup = Callable[[Outgoing], Awaitable[Receipt | None]]
+# "Which openbloo message already holds this provider id (its message id), if any?": a read the workers give
+# a device transport, so that a crash search never takes the send of another message for this one.
+ProviderIdOwner = Callable[[str], Awaitable[str | None]]
 
 
 class Transport(abc.ABC):

@@ -18,14 +18,14 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from openbloo.config import Settings, public_base_url, simulator_state_path
 from openbloo.db import models as m
-from openbloo.transports.base import EventSink, Transport
+from openbloo.transports.base import EventSink, ProviderIdOwner, Transport
 from openbloo.transports.config import callback_urls
 from openbloo.transports.simulator import SimulatorTransport
 
@@ -47,6 +47,9 @@ class NumberDevice:
     inbound_token: str | None
     public_url: str  # where the device reaches openbloo (OPENBLOO_PUBLIC_URL or http://HOST:PORT)
     device_info: dict[str, Any] | None = None  # last known health details (numbers.device_info)
+    # Which stored message holds a provider id (for crash searches): a read the registry supplies through the
+    # runtime, so transports still never touch the database. None where nothing is stored (numbers check).
+    claimed: ProviderIdOwner | None = field(default=None, compare=False, repr=False)
 
     def section(self, name: str) -> dict[str, Any]:
         return dict(self.config.get(name) or {})
@@ -77,8 +80,20 @@ def _bluebubbles(device: NumberDevice, settings: Settings) -> Transport:
     return BlueBubblesTransport.from_device(device, settings)
 
 
-# One factory per kind. ``twilio`` and ``hybrid`` are not built yet: their numbers' messages stay queued.
-FACTORIES: dict[str, TransportFactory] = {"bluebubbles": _bluebubbles}
+def _twilio(device: NumberDevice, settings: Settings) -> Transport:
+    from openbloo.transports.twilio.transport import TwilioTransport
+
+    return TwilioTransport.from_device(device, settings)
+
+
+def _hybrid(device: NumberDevice, settings: Settings) -> Transport:
+    from openbloo.transports.hybrid import HybridTransport
+
+    return HybridTransport.from_device(device, settings)
+
+
+# One factory per kind.
+FACTORIES: dict[str, TransportFactory] = {"bluebubbles": _bluebubbles, "twilio": _twilio, "hybrid": _hybrid}
 
 
 def device_for_row(row: Any, public_url: str) -> NumberDevice:
@@ -118,6 +133,13 @@ _DEVICE_NUMBERS = select(
     m.numbers.c.inbound_token,
     m.numbers.c.device_info,
 ).where(m.numbers.c.transport != "simulator")
+
+
+_PROVIDER_ID_OWNER = (
+    select(m.messages.c.id)
+    .where(m.messages.c.number_id == bindparam("number"), m.messages.c.provider_id == bindparam("provider_id"))
+    .limit(1)
+)
 
 
 class TransportRegistry:
@@ -185,7 +207,8 @@ class TransportRegistry:
             if number_id in self._devices or self._unavailable.get(number_id) == device.fingerprint:
                 continue
             try:
-                transport = build_transport(device, self.runtime.settings)
+                with_lookup = replace(device, claimed=self._owner_lookup(number_id))
+                transport = build_transport(with_lookup, self.runtime.settings)
             except TransportUnavailable as exc:
                 self._unavailable[number_id] = device.fingerprint
                 log.warning("%s", exc)
@@ -195,6 +218,16 @@ class TransportRegistry:
             await transport.start(self._sink)
             self._devices[number_id] = (device, transport)
             log.info("%s device for %s started", device.kind, device.phone_number)
+
+    def _owner_lookup(self, number_id: str) -> ProviderIdOwner:
+        engine = self.runtime.aengine
+
+        async def owner(provider_id: str) -> str | None:
+            async with engine.connect() as conn:
+                found = await conn.scalar(_PROVIDER_ID_OWNER, {"number": number_id, "provider_id": provider_id})
+            return str(found) if found is not None else None
+
+        return owner
 
     async def _refresh_loop(self) -> None:
         interval = max(0.05, self.runtime.settings.registry_refresh_seconds)

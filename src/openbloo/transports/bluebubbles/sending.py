@@ -32,6 +32,16 @@ MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024  # iMessage's own limit for one file
 DOWNLOAD_TIMEOUT = 60.0
 
 
+class MessagesError(PermanentError):
+    """Messages on the Mac made the message but could not send it. ``messages_error``: its error code (22: the
+    recipient is not on iMessage), 0 when the server's answer did not say (its 500 often carries no message)."""
+
+    def __init__(self, messages_error: int = 0) -> None:
+        detail = wire.describe_error(messages_error) if messages_error else "Messages reported an error sending it"
+        super().__init__(f"The Mac could not send the message: {detail}", code="device_send_error")
+        self.messages_error = messages_error
+
+
 def device_info(info: dict[str, Any]) -> dict[str, Any]:
     """The part of ``server/info`` openbloo keeps (``numbers.device_info``)."""
     return {
@@ -220,9 +230,7 @@ def _receipt(data: Any, chat: str | None) -> Receipt:
         # The server answered 200 without a message: it is on the device, under a GUID webhooks will tell.
         return Receipt(None, "imessage", now_ms(), chat)
     if dm.error:
-        raise PermanentError(
-            f"The Mac could not send the message: {wire.describe_error(dm.error)}", code="device_send_error"
-        )
+        raise MessagesError(dm.error)
     return Receipt(dm.guid, dm.protocol, dm.date_created or now_ms(), chat or (dm.chat.guid if dm.chat else None))
 
 

@@ -123,6 +123,14 @@ class BlueBubblesTransport(Transport):
         Matched on the ``tempGuid`` where the server reports it, else on "sent by us, same text" (the server
         forgets ``tempGuid`` once a send finishes, and its query results never carry it).
         """
+        dm = await self.find_device_message(message)
+        if dm is None:
+            return None
+        log.info("message %s was already on the device as %s: not sending it again", message.message_id, dm.guid)
+        return Receipt(dm.guid, dm.protocol, dm.date_created or now_ms(), dm.chat.guid if dm.chat else None)
+
+    async def find_device_message(self, message: Outgoing) -> wire.DeviceMessage | None:
+        """The device's own record of ``message`` (with its ``error``, if Messages failed it), or None."""
         since = max(message.time_accepted, message.in_flight_since or 0) - CLOCK_MARGIN_MS
         body: dict[str, Any] = {"after": since, "sort": "ASC", "with": WITH_CHATS, "limit": QUERY_PAGE}
         if message.chat_guid:
@@ -137,10 +145,7 @@ class BlueBubblesTransport(Transport):
             if dm is None or not dm.is_from_me or not self._same_chat(message, dm):
                 continue
             if dm.temp_guid == temp or (expected is not None and wire.same_text(dm.text, expected)):
-                log.info(
-                    "message %s was already on the device as %s: not sending it again", message.message_id, dm.guid
-                )
-                return Receipt(dm.guid, dm.protocol, dm.date_created or now_ms(), dm.chat.guid if dm.chat else None)
+                return dm
         return None
 
     @staticmethod
@@ -179,9 +184,7 @@ class BlueBubblesTransport(Transport):
                 f"BlueBubbles refused the message: {exc.detail or exc.summary}", code="device_rejected"
             )
         if "sent with an error" in text or sending.error_of(exc.data):
-            code = sending.error_of(exc.data)
-            detail = wire.describe_error(code) if code else "Messages reported an error sending it"
-            return PermanentError(f"The Mac could not send the message: {detail}", code="device_send_error")
+            return sending.MessagesError(sending.error_of(exc.data))
         if "Cannot create group chats" in text or "is required" in text:
             return PermanentError(f"BlueBubbles: {exc.detail or exc.summary}", code="device_rejected")
         return TransientError(f"BlueBubbles error: {exc}", code="device_error", maybe_sent=True)

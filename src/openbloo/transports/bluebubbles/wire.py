@@ -40,9 +40,10 @@ WEBHOOK_EVENTS = (
 # Events whose data is a Message object.
 MESSAGE_EVENTS = frozenset({"new-message", "updated-message", "message-send-error"})
 TEMP_GUID_PREFIX = "openbloo-"
+NOT_ON_IMESSAGE = 22
 KNOWN_ERRORS = {
     4: "the message timed out",
-    22: "the recipient is not reachable over iMessage",
+    NOT_ON_IMESSAGE: "the recipient is not reachable over iMessage",
 }
 
 

@@ -19,8 +19,14 @@ Finding a send after a crash (:meth:`TwilioTransport.find_sent`): Twilio's Messa
 nothing we set except To, From, Body and media: there is no metadata field, and the StatusCallback URL
 (which carries our id) is not part of the resource. So the match is To + From + Body (+ media count),
 created no earlier than the job's acceptance (minus clock skew), and not a MessageSid openbloo already
-stored for another message (the optional ``claimed`` lookup). Without ``claimed``, two identical texts
-to the same handle within the crash window could be mistaken for each other.
+stored for another message (the optional ``claimed`` lookup, which names the message holding a sid: a
+status callback may already have stored the sid on this very message). Without ``claimed``, two
+identical texts to the same handle within the crash window could be mistaken for each other.
+
+Health (when built for a number, :meth:`TwilioTransport.from_device`): every ``device_check_interval``
+seconds the account is fetched, and sends report what they learn too. ``online``: Twilio answers and
+the account is active; ``degraded``: Twilio answers but refuses the credentials or the account is not
+active (messages wait, as for an offline device); ``offline``: Twilio cannot be reached.
 """
 
 from __future__ import annotations
@@ -28,18 +34,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from openbloo.ids import now_ms
 from openbloo.transports.base import (
     Capability,
     DeviceCheck,
+    DeviceHealth,
     EventSink,
     InboundMessage,
     Outgoing,
     PermanentError,
+    ProviderIdOwner,
     Receipt,
     Transport,
 )
@@ -58,6 +65,10 @@ from openbloo.transports.twilio.client import (
     parse_twilio_date,
 )
 
+if TYPE_CHECKING:
+    from openbloo.config import Settings
+    from openbloo.transports.registry import NumberDevice
+
 log = logging.getLogger("openbloo.twilio")
 
 MAX_BODY_CHARS = 1600
@@ -68,7 +79,8 @@ FIND_SKEW_MS = 2 * 60 * 1000
 # Trial accounts prefix every outbound body with this; a match must look past it.
 TRIAL_PREFIX = "Sent from your Twilio trial account - "
 
-Claimed = Callable[[str], Awaitable[bool]]
+# The id of the openbloo message already holding a MessageSid, or None (see the module docstring).
+Claimed = ProviderIdOwner
 
 
 def _report(reachable: bool, usable: bool, summary: str, details: list[str]) -> DeviceCheck:
@@ -103,6 +115,8 @@ class TwilioTransport(Transport):
         status_callback_url: str,
         timeout: float = 15.0,
         claimed: Claimed | None = None,
+        number_id: str | None = None,
+        check_interval: float = 15.0,
     ) -> None:
         self.phone_number = phone_number
         self.account_sid = account_sid
@@ -110,10 +124,37 @@ class TwilioTransport(Transport):
         self.status_callback_url = status_callback_url
         self.client = TwilioClient(account_sid, auth_token, api_url=api_url, timeout=timeout)
         self.claimed = claimed
+        # The number whose health this transport reports (None: no health reports, no health loop).
+        self.number_id = number_id
+        self.check_interval = check_interval
+        self.status: str | None = None
+        self.last_seen: int | None = None
+        self.info: dict[str, Any] = {}
         self._sink: EventSink | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._health: asyncio.Task[None] | None = None
         # transport_ref → whether the last failed attempt may have reached Twilio (in this process).
         self._last_failure: dict[str, bool] = {}
+
+    @classmethod
+    def from_device(cls, device: NumberDevice, settings: Settings) -> TwilioTransport:
+        """The transport of a configured number (``twilio`` or the SMS side of ``hybrid``). No I/O."""
+        section = device.section("twilio")
+        if not section.get("account_sid") or not section.get("auth_token"):
+            raise ValueError("a Twilio number needs an Account SID and an Auth Token (openbloo numbers set)")
+        status_url = device.callback_urls.get("twilio_status")
+        if not status_url:
+            raise ValueError("the number has no callback token, so Twilio could not report delivery")
+        return cls(
+            device.phone_number,
+            str(section["account_sid"]),
+            str(section["auth_token"]),
+            api_url=section.get("api_url") or None,
+            status_callback_url=status_url,
+            claimed=device.claimed,
+            number_id=device.number_id,
+            check_interval=settings.device_check_interval,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -133,8 +174,14 @@ class TwilioTransport(Transport):
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self, sink: EventSink) -> None:
         self._sink = sink
+        if self.number_id is not None:
+            self._health = asyncio.create_task(self._health_loop(), name=f"twilio-{self.phone_number}")
 
     async def close(self) -> None:
+        if self._health is not None:
+            self._health.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -190,10 +237,15 @@ class TwilioTransport(Transport):
                 if len(self._last_failure) > 10_000:
                     self._last_failure.clear()
                 self._last_failure[message.transport_ref] = exc.maybe_sent
+            await self._learn(exc)
             raise
         sid = resource.get("sid")
         if not isinstance(sid, str) or not sid:
             raise PermanentError("Twilio accepted the message but returned no sid", code="twilio_bad_response")
+        if self.status != "online":
+            await self._set_health("online", {k: v for k, v in self.info.items() if k != "error"})
+        else:
+            self.last_seen = now_ms()
         return Receipt(provider_id=sid, protocol="sms", sent_at=now_ms())
 
     async def find_sent(self, message: Outgoing) -> Receipt | None:
@@ -224,7 +276,7 @@ class TwilioTransport(Transport):
             item
             async for item in self.client.list_messages(to=to, from_=self.phone_number, date_sent_on_or_after=since)
         ]
-        receipt = await self._pick([i for i in found if matches(i)])
+        receipt = await self._pick([i for i in found if matches(i)], message.message_id)
         if receipt is None and since is not None:
             # A message still waiting in Twilio's queue has no date_sent yet, so a DateSent filter leaves it
             # out: look at the newest ones unfiltered too, down to the cutoff.
@@ -235,15 +287,18 @@ class TwilioTransport(Transport):
                     break
                 if matches(item):
                     recent.append(item)
-            receipt = await self._pick(recent)
+            receipt = await self._pick(recent, message.message_id)
         return receipt
 
-    async def _pick(self, candidates: list[dict[str, Any]]) -> Receipt | None:
+    async def _pick(self, candidates: list[dict[str, Any]], message_id: str) -> Receipt | None:
         """The oldest candidate openbloo has not already stored for another message."""
         candidates.sort(key=lambda i: parse_twilio_date(i.get("date_created")) or 0)
         for item in candidates:
             sid = str(item.get("sid") or "")
-            if not sid or (self.claimed is not None and await self.claimed(sid)):
+            if not sid:
+                continue
+            holder = await self.claimed(sid) if self.claimed is not None else None
+            if holder is not None and holder != message_id:
                 continue
             sent_at = parse_twilio_date(item.get("date_sent")) or parse_twilio_date(item.get("date_created"))
             return Receipt(provider_id=sid, protocol="sms", sent_at=sent_at or now_ms())
@@ -293,6 +348,63 @@ class TwilioTransport(Transport):
         if not self.verify(url, form, signature):
             return None
         return parse_inbound(form, self.phone_number)
+
+    # -- health --------------------------------------------------------------------------------------------
+    async def probe(self) -> DeviceHealth | None:
+        """One health check (the account fetch); reported through the sink. None without a number."""
+        try:
+            account = await self.client.fetch_account()
+        except TwilioError as exc:
+            await self._learn(exc, probing=True)
+        else:
+            status = str(account.get("status") or "unknown")
+            info: dict[str, Any] = {"account_status": status, "account_type": account.get("type")}
+            if status == "active":
+                await self._set_health("online", info)
+            else:
+                info["error"] = f"Twilio account {self.account_sid} is {status}: it cannot send"
+                await self._set_health("degraded", info)
+        return self._health_now()
+
+    async def _learn(self, exc: TwilioError, *, probing: bool = False) -> None:
+        """What a failed request says about the device: unreachable → offline, credentials refused → degraded."""
+        if exc.http_status is None and exc.code == "twilio_unreachable":
+            await self._set_health("offline", {**self.info, "error": f"Twilio cannot be reached at {self.client.host}"})
+        elif exc.http_status in (401, 403) and exc.twilio_code in (None, 20003):
+            error = f"Twilio refused the credentials of account {self.account_sid} (check the Auth Token)"
+            await self._set_health("degraded", {**self.info, "error": error})
+        elif probing and exc.http_status is not None and exc.http_status >= 500:
+            await self._set_health("offline", {**self.info, "error": f"Twilio answered HTTP {exc.http_status}"})
+        elif probing and exc.http_status is None:
+            await self._set_health("offline", {**self.info, "error": str(exc)})
+
+    async def _set_health(self, status: str, info: dict[str, Any]) -> None:
+        if status != "offline":
+            self.last_seen = now_ms()
+        self.status, self.info = status, info
+        if self._sink is None or self.number_id is None:
+            return
+        try:
+            health = self._health_now()
+            if health is not None:
+                await self._sink.device(health)
+        except Exception:
+            log.exception("could not record the health of %s", self.phone_number)
+
+    def _health_now(self) -> DeviceHealth | None:
+        if self.number_id is None:
+            return None
+        return DeviceHealth(self.number_id, self.status or "offline", self.last_seen, dict(self.info))
+
+    async def _health_loop(self) -> None:
+        while True:
+            try:
+                await self.probe()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("health check of %s failed", self.phone_number)
+            await asyncio.sleep(max(0.05, self.check_interval))
 
     # -- probing -------------------------------------------------------------------------------------------
     async def check(self) -> DeviceCheck:
