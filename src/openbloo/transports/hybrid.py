@@ -186,10 +186,13 @@ class HybridTransport(Transport):
         if not self.sms_possible(message):
             return await self._by_imessage(message)
         handle = message.recipients[0]
-        if await self.route(handle) == SMS:
+        route = await self.route(handle)
+        if route == SMS:
             return await self._by_sms(message)
         try:
-            receipt = await self._by_imessage(message)
+            # BlueBubbles need not ask again when it opens a chat with a handle it just said is on iMessage.
+            known = replace(message, options={**message.options, "service": "iMessage"}) if route else message
+            receipt = await self._by_imessage(known)
         except MessagesError as exc:
             if not await self._not_on_imessage(message, exc):
                 raise

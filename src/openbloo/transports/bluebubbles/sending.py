@@ -157,7 +157,10 @@ async def _new_chat(transport: BlueBubblesTransport, message: Outgoing, common: 
     body: dict[str, Any] = {"addresses": list(message.recipients), "message": text, "service": "iMessage", **common}
     body.pop("selectedMessageGuid", None)
     body.pop("partIndex", None)
-    if not message.is_group and transport.private_api:
+    known = message.options.get("service")  # a caller that already asked (a hybrid number's transport)
+    if known in ("iMessage", "SMS"):
+        body["service"] = known
+    elif not message.is_group and transport.private_api:
         with contextlib.suppress(DeviceError):  # unknown: iMessage, the server's own default
             if not await transport.client.imessage_available(message.recipients[0]):
                 body["service"] = "SMS"
