@@ -16,7 +16,8 @@ It follows the fake checklist of the transports spec (Twilio §2.10):
 - ``GET /2010-04-01/Accounts/{Sid}.json`` and ``GET …/IncomingPhoneNumbers.json?PhoneNumber=``.
 - Knobs: ``fail_next(n, status=429, code=20429, retry_after=…)`` (the next n creates answer with that
   error; 5xx too), ``lose_next_answers(n)`` (the next n creates *create* the message but answer 502),
-  ``opt_out`` / ``opt_in``, ``account_status``, ``out_of_order`` (terminal callback before ``sent``).
+  ``answer_delay`` (a create is held that long after the message exists), ``opt_out`` / ``opt_in``,
+  ``account_status``, ``out_of_order`` (terminal callback before ``sent``).
 - ``inject_inbound(from_, to, body, media=…)``: POSTs a signed inbound webhook (the §2.6 fields) to the
   number's inbound URL and returns what came back (TwiML expected). A STOP-type keyword opts the sender
   out of that number (creates to the pair then fail with 21610) until START / YES / UNSTOP, as Twilio does.
@@ -172,6 +173,7 @@ class FakeTwilio:
     step_delay: float = 0.05
     out_of_order: bool = False
     account_status: str = "active"
+    answer_delay: float = 0.0  # seconds a create is held after the message exists, before it is answered
     friendly_name: str = "Fake Twilio account"
     inbound_urls: dict[str, str] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -479,6 +481,9 @@ class FakeTwilio:
         task = asyncio.get_running_loop().create_task(self._lifecycle(sid, callback))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        held = time.monotonic()
+        while time.monotonic() - held < self.answer_delay:  # setting answer_delay to 0 releases it
+            await asyncio.sleep(0.02)
         if lose:
             rec.status = 502
             return Response("<html><body>502 Bad Gateway</body></html>", status_code=502, media_type="text/html")
