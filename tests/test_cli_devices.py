@@ -1,5 +1,6 @@
 """``openbloo numbers add/list/set/check`` with devices: the exact command forms, ``--json`` with the callback
-URLs, per-transport validation, secrets never printed in full, and ``check`` against a fake BlueBubbles Server.
+URLs, per-transport validation, secrets never printed in full, and ``check`` against the fake BlueBubbles Server
+and the fake Twilio.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.bluebubbles import FakeBlueBubbles
+from tests.fakes.twilio import FakeTwilio
 from tests.test_cli import OPENBLOO, table_rows
 
 PASSWORD = "correct-horse-battery"
@@ -182,3 +184,55 @@ def test_check_of_a_simulator_number_is_fine_and_of_an_unknown_number_fails(db: 
     assert sim.returncode == 0 and "simulator" in sim.stdout
     missing = run("numbers", "check", "+15555550188", *db)
     assert missing.returncode != 0 and "No number +15555550188" in missing.stderr
+
+
+def test_check_a_twilio_number_ok_wrong_token_and_unreachable(db: tuple[str, str]) -> None:
+    with FakeTwilio(auth_token=TOKEN, numbers={"+15555550189"}) as twilio:
+        args = ["--twilio-account-sid", twilio.account_sid, "--twilio-api-url", twilio.url, *db]
+        add = run("numbers", "add", "+15555550189", "--transport", "twilio", "--twilio-auth-token", TOKEN, *args)
+        assert add.returncode == 0, add.stderr
+        good = run("numbers", "check", "+15555550189", *db)
+        assert good.returncode == 0, good.stdout + good.stderr
+        assert "usable" in good.stdout and "Twilio works" in good.stdout and "is on the account" in good.stdout
+        assert TOKEN not in good.stdout + good.stderr + add.stdout + add.stderr
+
+        wrong = "wrong-token-abcdefghijkl"
+        assert run("numbers", "set", "+15555550189", "--twilio-auth-token", wrong, *db).returncode == 0
+        refused = ok_json_failing("numbers", "check", "+15555550189", *db)
+        assert refused["reachable"] is True and refused["credentials_ok"] is False
+        assert "refused the credentials" in refused["details"][0]
+        assert wrong not in json.dumps(refused)
+        assert any(line.endswith("…ijkl") for line in refused["details"])
+
+        other = run("numbers", "add", "+15555550190", "--transport", "twilio", "--twilio-auth-token", TOKEN, *args)
+        assert other.returncode == 0
+        foreign = run("numbers", "check", "+15555550190", *db)
+        assert foreign.returncode == 1 and "is not a phone number of this account" in foreign.stdout
+    gone = run("numbers", "check", "+15555550189", *db)
+    assert gone.returncode == 1 and "cannot be reached" in gone.stdout
+
+
+def test_check_a_hybrid_number_probes_both_devices(db: tuple[str, str], fake: FakeBlueBubbles) -> None:
+    with FakeTwilio(auth_token=TOKEN) as twilio:
+        add = run(
+            "numbers", "add", "+15555550191", "--transport", "hybrid", "--bluebubbles-url", fake.url,
+            "--bluebubbles-password", PASSWORD, "--twilio-account-sid", twilio.account_sid, "--twilio-auth-token",
+            TOKEN, "--twilio-api-url", twilio.url, *db,
+        )  # fmt: skip
+        assert add.returncode == 0, add.stderr
+        report = ok_json("numbers", "check", "+15555550191", *db)
+        assert report["usable"] is True and report["transport"] == "hybrid"
+        assert any(line.startswith("iMessage (BlueBubbles): Reached BlueBubbles Server") for line in report["details"])
+        assert any(line.startswith("SMS (Twilio): Twilio works") for line in report["details"])
+        assert report["info"]["private_api"] is True
+    half = run("numbers", "check", "+15555550191", *db)
+    assert half.returncode == 1 and "SMS (Twilio): Twilio cannot be reached" in half.stdout
+    assert PASSWORD not in half.stdout and TOKEN not in half.stdout
+
+
+def ok_json_failing(*args: str) -> dict[str, Any]:
+    """A ``--json`` command that reports a problem: exit code 1, one JSON line."""
+    result = run(*args, "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = result.stdout.splitlines()
+    return json.loads(line)  # type: ignore[no-any-return]

@@ -4,6 +4,7 @@ real, signed callback routes back (status and inbound), on both databases.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -236,10 +237,13 @@ def test_an_effect_is_accepted_and_goes_as_plain_sms(tw: TwilioNumber) -> None:
 
 
 def test_me_reports_the_twilio_device_and_a_refused_token_degrades_it(
-    twilio: Callable[..., TwilioNumber], server: Server
+    twilio: Callable[..., TwilioNumber], server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     good = twilio()
     wait_health(server, good.tenant.allocation_id, "online")
+    to = sms_handle()
+    wait_status(good.tenant, to, good.tenant.sdk().chats.messages.send(to, text="hi").message_id, "delivered")
     with good.tenant.http() as http:
         [device] = http.get("/me").json()["devices"]
         numbers = http.get("/me/numbers").text
@@ -255,3 +259,5 @@ def test_me_reports_the_twilio_device_and_a_refused_token_degrades_it(
     assert message(bad.tenant, to, sent.message_id)["status"] == "queued"
     bad.fake.stop()
     wait_health(server, bad.tenant.allocation_id, "offline")
+    assert "twilio" in caplog.text.lower(), "the Twilio requests were logged"
+    assert good.fake.auth_token not in caplog.text and "wrong-token-0123456789" not in caplog.text
