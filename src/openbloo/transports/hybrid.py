@@ -217,7 +217,14 @@ class HybridTransport(Transport):
     async def find_sent(self, message: Outgoing) -> Receipt | None:
         side = self._sides.get(message.transport_ref)
         if side != SMS:
-            dm = await self.bluebubbles.find_device_message(message)
+            try:
+                dm = await self.bluebubbles.find_device_message(message)
+            except TransportError:
+                # The Mac cannot be asked; if the attempt went by SMS, Twilio can tell without it.
+                found = await self.twilio.find_sent(message) if side is None and self.sms_possible(message) else None
+                if found is not None:
+                    return found
+                raise
             if dm is not None and not dm.error:
                 return Receipt(dm.guid, dm.protocol, dm.date_created or now_ms(), dm.chat.guid if dm.chat else None)
             if dm is not None and dm.error != wire.NOT_ON_IMESSAGE:
