@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -71,6 +72,26 @@ def postgres_database() -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A database of the test's own, on the session's kind (SQLite file or a new PostgreSQL database):
+    for ``serve`` subprocesses, which bootstrap the ``default`` organization on an empty database."""
+    if not database_url.startswith("postgresql"):
+        yield f"sqlite:///{tmp_path / 'own.db'}"
+        return
+    import psycopg
+
+    base, _ = database_url.rsplit("/", 1)
+    name = f"openbloo_own_{secrets.token_hex(4)}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

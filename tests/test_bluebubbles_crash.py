@@ -19,7 +19,6 @@ from tests.fakes.bluebubbles import FakeBlueBubbles
 from tests.helpers import wait_for
 from tests.serve_process import ServeProcess
 from tests.test_cli import cli, cli_json
-from tests.test_crash import fresh_postgres_url  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
@@ -33,12 +32,9 @@ def fake() -> Iterator[FakeBlueBubbles]:
 
 @pytest.mark.slow
 def test_sigkill_between_the_macs_acceptance_and_our_record_sends_nothing_twice(
-    fake: FakeBlueBubbles, tmp_path: Path, database_url: str, request: pytest.FixtureRequest
+    fake: FakeBlueBubbles, tmp_path: Path, empty_database: str
 ) -> None:
-    if database_url.startswith("postgresql"):
-        url = str(request.getfixturevalue("fresh_postgres_url"))
-    else:
-        url = f"sqlite:///{tmp_path / 'crash.db'}"
+    url = empty_database
     port_holder = ServeProcess(url, tmp_path)  # picks the port the callback URL must name
     env = {
         "OPENBLOO_PUBLIC_URL": f"http://127.0.0.1:{port_holder.port}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -46,13 +45,8 @@ async def _fire(base_url: str, key: str, total: int, accepted: list[str], stop: 
 
 
 @pytest.mark.slow
-def test_kill9_while_sends_are_in_flight_loses_and_duplicates_nothing(
-    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    if database_url.startswith("postgresql"):
-        url = str(request.getfixturevalue("fresh_postgres_url"))
-    else:
-        url = f"sqlite:///{tmp_path / 'crash.db'}"
+def test_kill9_while_sends_are_in_flight_loses_and_duplicates_nothing(empty_database: str, tmp_path: Path) -> None:
+    url = empty_database
     sim = tmp_path / "sim.db"
     env = {
         "OPENBLOO_SIMULATOR_STATE": str(sim),
@@ -107,21 +101,3 @@ def test_kill9_while_sends_are_in_flight_loses_and_duplicates_nothing(
         engine.dispose()
     finally:
         second.stop()
-
-
-@pytest.fixture
-def fresh_postgres_url(postgres_database: str) -> Iterator[str]:
-    """A PostgreSQL database of its own (the crash test bootstraps 'default' on an empty database)."""
-    import secrets
-
-    import psycopg
-
-    base, _ = postgres_database.rsplit("/", 1)
-    name = f"openbloo_crash_{secrets.token_hex(4)}"
-    with psycopg.connect(postgres_database, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(postgres_database, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -23,7 +23,6 @@ from tests.test_send_support import (
     http,
     insert_group,
     message_row,
-    new_tenant,
     parked_tenant,
     rows,
     sdk,
@@ -31,19 +30,6 @@ from tests.test_send_support import (
 )
 
 # --- addressing ---------------------------------------------------------------------------------------------
-
-
-# Tenants are created on the server's writer thread: conftest.make_tenant writes from the test thread, and on
-# SQLite that transaction (deferred BEGIN, read then write) fails at once with "database is locked" whenever
-# the running dispatcher commits in between (see test_send_support.db_write).
-@pytest.fixture
-def tenant(server: Server) -> Tenant:
-    return new_tenant(server)
-
-
-@pytest.fixture
-def other_tenant(server: Server) -> Tenant:
-    return new_tenant(server)
 
 
 def test_sdk_raw_plus_phone_returns_single_message_id(tenant: Tenant) -> None:

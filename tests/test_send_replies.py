@@ -31,19 +31,6 @@ from tests.test_send_support import (
 )
 
 
-# Tenants are created on the server's writer thread: conftest.make_tenant writes from the test thread, and on
-# SQLite that transaction (deferred BEGIN, read then write) fails at once with "database is locked" whenever
-# the running dispatcher commits in between (see test_send_support.db_write).
-@pytest.fixture
-def tenant(server: Server) -> Tenant:
-    return new_tenant(server)
-
-
-@pytest.fixture
-def other_tenant(server: Server) -> Tenant:
-    return new_tenant(server)
-
-
 @pytest.fixture
 def parked(server: Server) -> Tenant:
     """Messages stay queued: the simulator would send them within milliseconds and store its own GUID."""

@@ -10,23 +10,10 @@ import blooio
 import pytest
 
 from openbloo.db import models as m
-from tests.conftest import Server, Tenant, unique_number
-from tests.test_send_support import accepted, assert_error, get_message, http, message_row, new_tenant, rows, sdk, send
+from tests.conftest import Tenant, unique_number
+from tests.test_send_support import accepted, assert_error, get_message, http, message_row, rows, sdk, send
 
 URL = "https://example.com/page"
-
-
-# Tenants are created on the server's writer thread: conftest.make_tenant writes from the test thread, and on
-# SQLite that transaction (deferred BEGIN, read then write) fails at once with "database is locked" whenever
-# the running dispatcher commits in between (see test_send_support.db_write).
-@pytest.fixture
-def tenant(server: Server) -> Tenant:
-    return new_tenant(server)
-
-
-@pytest.fixture
-def other_tenant(server: Server) -> Tenant:
-    return new_tenant(server)
 
 
 def _invalid(t: Tenant, body: Any, chat_id: str | None = None) -> dict[str, Any]:

@@ -27,19 +27,6 @@ from tests.test_send_support import (
 )
 
 
-# Tenants are created on the server's writer thread: conftest.make_tenant writes from the test thread, and on
-# SQLite that transaction (deferred BEGIN, read then write) fails at once with "database is locked" whenever
-# the running dispatcher commits in between (see test_send_support.db_write).
-@pytest.fixture
-def tenant(server: Server) -> Tenant:
-    return new_tenant(server)
-
-
-@pytest.fixture
-def other_tenant(server: Server) -> Tenant:
-    return new_tenant(server)
-
-
 def _sender(t: Tenant, to: str, message_id: str) -> str:
     return str(get_message(t, to, message_id)["internal_id"])
 

@@ -21,7 +21,7 @@ from openbloo.auth.keys import create_key
 from openbloo.db import models as m
 from openbloo.db.writer import Batch
 from openbloo.ids import new_id, now_ms
-from tests.conftest import Server, Tenant, unique_number
+from tests.conftest import Server, Tenant, make_tenant, unique_number
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -96,11 +96,7 @@ def get_message(t: Tenant, chat_id: str, message_id: str) -> dict[str, Any]:
 
 
 def db_write(server: Server, unit: Callable[[Batch], Any]) -> Any:
-    """Run a unit of work on the server's own writer thread.
-
-    The test server runs the delivery workers, which write in the background; a second writer on SQLite
-    (a test-thread transaction) could then fail with "database is locked". Queuing on the writer avoids that.
-    """
+    """Run a unit of work on the server's own writer thread (and batch), like a request would."""
 
     async def go() -> Any:
         return await server.runtime.writer.run(unit)
@@ -119,21 +115,9 @@ def add_sender(server: Server, t: Tenant, phone: str | None = None, **kwargs: An
 
 
 def new_tenant(server: Server, **number_kwargs: Any) -> Tenant:
-    """Like ``conftest.make_tenant``, on the writer (e.g. ``transport="bluebubbles"``: no device is available
-    for it yet, so its messages stay ``queued`` while the simulator's advance within milliseconds).
-    """
-    org = f"org-{new_id('', 10).lower()}"
-    key = db_write(server, create_key(org, "test"))
-    number = db_write(server, add_number(unique_number(), org_name=org, **number_kwargs))
-    return Tenant(
-        server,
-        org,
-        key.api_key,
-        key.prefix,
-        key.organization_id,
-        number["phone_number"],
-        number["allocation_id"],
-    )
+    """A fresh organization with one key and one number (``conftest.make_tenant``), e.g.
+    ``transport="bluebubbles"`` without a device: its messages stay ``queued``."""
+    return make_tenant(server, **number_kwargs)
 
 
 def parked_tenant(server: Server) -> Tenant:

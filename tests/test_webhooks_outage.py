@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,29 +14,8 @@ from tests.serve_process import ServeProcess
 WANTED = {"message.queued", "message.sent", "message.delivered", "message.read"}
 
 
-@pytest.fixture
-def own_database(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A database of its own: ``serve`` bootstraps the ``default`` organization on an empty one."""
-    if not database_url.startswith("postgresql"):
-        yield f"sqlite:///{tmp_path / 'outage.db'}"
-        return
-    import secrets
-
-    import psycopg
-
-    base, _ = database_url.rsplit("/", 1)
-    name = f"openbloo_outage_{secrets.token_hex(4)}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.mark.slow
-def test_events_survive_a_receiver_outage_and_a_kill9(own_database: str, tmp_path: Path) -> None:
+def test_events_survive_a_receiver_outage_and_a_kill9(empty_database: str, tmp_path: Path) -> None:
     env = {
         "OPENBLOO_SIMULATOR_STATE": str(tmp_path / "sim.db"),
         "OPENBLOO_SIMULATOR_DELIVERY_MS": "0",
@@ -48,7 +26,7 @@ def test_events_survive_a_receiver_outage_and_a_kill9(own_database: str, tmp_pat
         "OPENBLOO_LOG_LEVEL": "warning",
     }
     receiver = Receiver()  # not listening yet: the receiver is down
-    first = ServeProcess(own_database, tmp_path, env).start()
+    first = ServeProcess(empty_database, tmp_path, env).start()
     key = first.api_key or ""
     ids: list[str] = []
     try:
@@ -65,7 +43,7 @@ def test_events_survive_a_receiver_outage_and_a_kill9(own_database: str, tmp_pat
     finally:
         first.stop()
 
-    second = ServeProcess(own_database, tmp_path, env).start()
+    second = ServeProcess(empty_database, tmp_path, env).start()
     receiver.start()
     try:
 

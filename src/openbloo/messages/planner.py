@@ -8,57 +8,32 @@ first write, so a refused send leaves nothing behind.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import select
 
 from openbloo.addressing import ChatAddress, normalize_handle, normalize_phone
 from openbloo.auth.context import AuthContext, PoolNumber
 from openbloo.chats import store
-from openbloo.chats.store import ORDER_IDEMPOTENCY, ChatRef, ConversationRef, GroupRef
+from openbloo.chats.store import ChatRef, GroupRef
 from openbloo.db import models as m
 from openbloo.db.writer import Batch
 from openbloo.errors import ApiError, bad_request
 from openbloo.ids import now_ms
 from openbloo.messages.device_rules import check_device, check_opt_outs
+from openbloo.messages.idempotency import Idempotency, SendOutcome, remember_response, replay
 from openbloo.messages.outbox import OutboundMessage, new_outbound_row, record_outbound
+from openbloo.messages.quotas import check_plan, count_day, day_of
 from openbloo.messages.rules import SendRequest, is_voice_memo
 from openbloo.messages.wire import SendResponse, encode
 
 REPLY_HORIZON_MS = 30 * 24 * 3600 * 1000
 # Transports that cannot thread a reply (seed: "rejected on Twilio, dashboard-Twilio, and hybrid send paths").
 NO_REPLY_TRANSPORTS = frozenset({"twilio", "hybrid"})
-# Transports on which the first message of a conversation may not be attachments alone (DECISIONS.md §5).
-IMESSAGE_TRANSPORTS = frozenset({"simulator", "bluebubbles", "hybrid"})
 # Plans without contact-card rights (API.md §4.2: Dedicated plans only).
 NO_CONTACT_CARD_PLANS = frozenset({"shared", "inbound", "trial", "2fa"})
-
-
-@dataclass(frozen=True, slots=True)
-class Idempotency:
-    key: str
-    request_hash: str
-    ttl_ms: int
-
-    @staticmethod
-    def of(key: str | None, chat_id: str, body: bytes, ttl_ms: int) -> Idempotency | None:
-        if key is None:
-            return None
-        if not key or len(key) > 255:
-            raise bad_request("'Idempotency-Key' must be 1 to 255 characters", code="invalid_idempotency_key")
-        digest = hashlib.sha256(chat_id.encode() + b"\n" + body).hexdigest()
-        return Idempotency(key, digest, ttl_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class SendOutcome:
-    status: int
-    body: bytes
-    message_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,58 +49,6 @@ class Parent:
     @property
     def resolved(self) -> bool:
         return self.id is not None
-
-
-_IDEMPOTENCY_RECORD = select(
-    m.idempotency_keys.c.request_hash, m.idempotency_keys.c.response_body, m.idempotency_keys.c.expires_at
-).where(m.idempotency_keys.c.organization_id == bindparam("org"), m.idempotency_keys.c.key == bindparam("key"))
-
-
-def _today(now: int) -> str:
-    return datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y-%m-%d")
-
-
-# -- idempotency ---------------------------------------------------------------------------------------------
-
-
-def _replay(batch: Batch, org_id: str, idem: Idempotency, now: int) -> SendOutcome | None:
-    key = ("idem", org_id, idem.key)
-    found = batch.recall(key)
-    if found is None:
-        t = m.idempotency_keys
-        row = batch.conn.execute(_IDEMPOTENCY_RECORD, {"org": org_id, "key": idem.key}).first()
-        if row is None:
-            return None
-        if row.expires_at <= now:
-            batch.conn.execute(delete(t).where(t.c.organization_id == org_id, t.c.key == idem.key))
-            return None
-        found = (row.request_hash, row.response_body)
-    request_hash, body = found
-    if request_hash != idem.request_hash:
-        raise ApiError(
-            409,
-            "idempotency_key_reused",
-            "This Idempotency-Key was already used with a different request",
-        )
-    return SendOutcome(200, body.encode() if isinstance(body, str) else body)
-
-
-def _remember_response(batch: Batch, org_id: str, idem: Idempotency, body: bytes, now: int) -> None:
-    text = body.decode()
-    batch.insert_later(
-        m.idempotency_keys,
-        {
-            "organization_id": org_id,
-            "key": idem.key,
-            "request_hash": idem.request_hash,
-            "response_status": 202,
-            "response_body": text,
-            "created_at": now,
-            "expires_at": now + idem.ttl_ms,
-        },
-        ORDER_IDEMPOTENCY,
-    )
-    batch.remember(("idem", org_id, idem.key), (idem.request_hash, text))
 
 
 # -- reply parent --------------------------------------------------------------------------------------------
@@ -228,7 +151,7 @@ def plan_send(
         now = now_ms()
         org = ctx.organization_id
         if idem is not None:
-            replayed = _replay(batch, org, idem, now)
+            replayed = replay(batch, org, idem, now)
             if replayed is not None:
                 return replayed
 
@@ -334,7 +257,7 @@ def plan_send(
         # A group made by this very send does not exist for the client if the send is refused: name the
         # recipients as they asked for them.
         recipient = address.key if group_created else chat.chat_key
-        _check_plan(batch, number, recipient, conv, request, now)
+        check_plan(batch, number, recipient, conv, request, now)
         check_opt_outs(batch, number, group.participants if group is not None else [h.value for h in address.handles])
         _check_mentions(request, address, group, ctx.region)
 
@@ -383,14 +306,14 @@ def plan_send(
             conversation=conv,
             number_id=number.id,
             phone_number=number.phone_number,
-            day=_today(now),
+            day=day_of(now),
             new_conversation=new_conversation,
             now=now,
         )
         store.count_conversation(batch, conv, outbound=len(outgoing))
         store.note_chat_number(batch, org, chat, number.id)
         batch.remember(("num_used", number.id), now)
-        _count_day(batch, number, len(outgoing), new_conversation, now)
+        count_day(batch, number, len(outgoing), new_conversation, now)
 
         ids = [o.row["id"] for o in outgoing]
         response = SendResponse(status="queued")
@@ -407,7 +330,7 @@ def plan_send(
             response.parent_unresolved = True
         body = encode(response)
         if idem is not None:
-            _remember_response(batch, org, idem, body, now)
+            remember_response(batch, org, idem, body, now)
         if on_committed is not None:
             batch.after_commit(on_committed)
         return SendOutcome(202, body, tuple(ids))
@@ -416,86 +339,6 @@ def plan_send(
 
 
 # -- rules that read state -----------------------------------------------------------------------------------
-
-
-def _number_day(batch: Batch, number: PoolNumber, now: int) -> dict[str, Any]:
-    key = ("num_day", number.id)
-    state = batch.recall(key)
-    if state is None:
-        t = m.numbers
-        row = batch.conn.execute(
-            select(t.c.day, t.c.day_outbound, t.c.day_new_conversations).where(t.c.id == number.id)
-        ).one()
-        today = _today(now)
-        same = row.day == today
-        state = {
-            "day": today,
-            "outbound": row.day_outbound if same else 0,
-            "new_conversations": row.day_new_conversations if same else 0,
-        }
-        batch.remember(key, state)
-    return state
-
-
-def _count_day(batch: Batch, number: PoolNumber, n: int, new_conversation: bool, now: int) -> None:
-    if number.daily_limit is None and number.new_conversation_cap is None:
-        return
-    state = dict(_number_day(batch, number, now))
-    state["outbound"] += n
-    state["new_conversations"] += 1 if new_conversation else 0
-    batch.remember(("num_day", number.id), state)
-
-
-def _check_plan(
-    batch: Batch,
-    number: PoolNumber,
-    recipient: str,
-    conv: ConversationRef | None,
-    request: SendRequest,
-    now: int,
-) -> None:
-    inbound = conv.inbound_count if conv is not None else 0
-    empty = conv is None or conv.is_empty
-    if number.plan_kind == "inbound" and inbound == 0:
-        raise ApiError(
-            403,
-            "inbound_only_no_prior_inbound",
-            "Inbound-only plan: outbound is restricted to contacts who messaged this number first.",
-            allocation_id=number.id,
-            external_id=recipient,
-        )
-    if request.attachments_only and empty and number.transport in IMESSAGE_TRANSPORTS:
-        raise ApiError(
-            400,
-            "attachment_first_message_not_allowed",
-            "An attachment cannot be the first message of a conversation; send text first",
-        )
-    if number.daily_limit is not None:
-        state = _number_day(batch, number, now)
-        if state["outbound"] + len(request.bubbles) > number.daily_limit:
-            raise ApiError(
-                429,
-                "outbound_limit_reached",
-                f"Daily outbound limit of {number.daily_limit} messages reached for {number.phone_number}",
-                headers={"x-should-retry": "false"},
-                limit=number.daily_limit,
-                current=state["outbound"],
-                mode="per_number",
-                allocation_id=number.id,
-                sender_number=number.phone_number,
-            )
-    if number.new_conversation_cap is not None and empty:
-        state = _number_day(batch, number, now)
-        if state["new_conversations"] >= number.new_conversation_cap:
-            raise ApiError(
-                429,
-                "new_conversation_limit_reached",
-                f"Daily cap of {number.new_conversation_cap} new conversations reached for {number.phone_number}",
-                headers={"x-should-retry": "false"},
-                plan_id=number.plan_kind or "dedicated",
-                cap=number.new_conversation_cap,
-                current=state["new_conversations"],
-            )
 
 
 def _check_mentions(request: SendRequest, address: ChatAddress, group: GroupRef | None, region: str) -> None:

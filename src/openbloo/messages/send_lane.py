@@ -15,7 +15,8 @@ from openbloo.addressing import parse_chat_id
 from openbloo.asgi import Receive, Scope, Send, header, read_body, respond, respond_error
 from openbloo.auth.context import AuthContext
 from openbloo.errors import ApiError, bad_request
-from openbloo.messages.planner import Idempotency, SendOutcome, plan_send
+from openbloo.messages.idempotency import Idempotency, SendOutcome
+from openbloo.messages.planner import plan_send
 from openbloo.messages.rules import validate_send
 from openbloo.messages.wire import decode_send_body
 from openbloo.runtime import Runtime
