@@ -19,7 +19,6 @@ from openbloo.db.engine import make_sync_engine
 from tests.fakes.twilio import FakeTwilio, sign
 from tests.serve_process import ServeProcess
 from tests.test_cli import cli_json
-from tests.test_crash import fresh_postgres_url  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
@@ -28,13 +27,8 @@ def fake() -> Iterator[FakeTwilio]:
         yield twilio
 
 
-def test_callbacks_work_in_an_api_only_process(
-    fake: FakeTwilio, tmp_path: Path, database_url: str, request: pytest.FixtureRequest
-) -> None:
-    if database_url.startswith("postgresql"):
-        url = str(request.getfixturevalue("fresh_postgres_url"))
-    else:
-        url = f"sqlite:///{tmp_path / 'api.db'}"
+def test_callbacks_work_in_an_api_only_process(fake: FakeTwilio, tmp_path: Path, empty_database: str) -> None:
+    url = empty_database
     api = ServeProcess(url, tmp_path)
     public = f"http://127.0.0.1:{api.port}"
     api.env.update({"OPENBLOO_PUBLIC_URL": public, "OPENBLOO_LOG_LEVEL": "warning"})

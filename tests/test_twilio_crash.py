@@ -20,7 +20,6 @@ from tests.fakes.twilio import FakeTwilio
 from tests.helpers import wait_for
 from tests.serve_process import ServeProcess
 from tests.test_cli import cli, cli_json
-from tests.test_crash import fresh_postgres_url  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
@@ -34,12 +33,9 @@ def fake() -> Iterator[FakeTwilio]:
 
 @pytest.mark.slow
 def test_sigkill_between_twilios_acceptance_and_our_record_sends_nothing_twice(
-    fake: FakeTwilio, tmp_path: Path, database_url: str, request: pytest.FixtureRequest
+    fake: FakeTwilio, tmp_path: Path, empty_database: str
 ) -> None:
-    if database_url.startswith("postgresql"):
-        url = str(request.getfixturevalue("fresh_postgres_url"))
-    else:
-        url = f"sqlite:///{tmp_path / 'crash.db'}"
+    url = empty_database
     port_holder = ServeProcess(url, tmp_path)
     env = {
         "OPENBLOO_PUBLIC_URL": f"http://127.0.0.1:{port_holder.port}",
