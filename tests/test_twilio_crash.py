@@ -89,3 +89,58 @@ def test_sigkill_between_twilios_acceptance_and_our_record_sends_nothing_twice(
     assert len(fake.creates()) == 1, "Twilio received the message more than once"
     lists = [r for r in fake.requests if r.method == "GET" and r.path.endswith("/Messages.json")]
     assert lists and all(("To", "+15552228888") in r.query and ("From", number) in r.query for r in lists)
+
+
+@pytest.mark.slow
+def test_a_delivery_callback_lost_while_down_is_caught_up_after_the_restart(
+    tmp_path: Path, empty_database: str
+) -> None:
+    """Twilio posts each status callback once: one that finds openbloo down is gone, so the restarted
+    dispatcher fetches the messages it left ``sent`` and records what became of them."""
+    url = empty_database
+    fake = FakeTwilio(step_delay=1.0).start()
+    port_holder = ServeProcess(url, tmp_path)
+    env = {
+        "OPENBLOO_PUBLIC_URL": f"http://127.0.0.1:{port_holder.port}",
+        "OPENBLOO_REGISTRY_REFRESH_SECONDS": "0.2",
+        "OPENBLOO_LOG_LEVEL": "warning",
+    }
+    number = "+15555550179"
+    cli("numbers", "add", number, "--transport", "twilio", "--twilio-account-sid", fake.account_sid,
+        "--twilio-auth-token", fake.auth_token, "--twilio-api-url", fake.url, "--database-url", url)  # fmt: skip
+    key = cli_json("keys", "create", "--database-url", url)["api_key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    engine = make_sync_engine(database_urls(url))
+
+    def status_of(message_id: str) -> str:
+        with engine.connect() as conn:
+            return str(conn.execute(select(m.messages.c.status).where(m.messages.c.id == message_id)).scalar_one())
+
+    try:
+        first = ServeProcess(url, tmp_path, env)
+        first.port = port_holder.port
+        first.start()
+        try:
+            r = httpx.post(
+                f"{first.base_url}/chats/%2B15552227777/messages", json={"text": "late news"}, headers=headers
+            )
+            assert r.status_code == 202, r.text
+            message_id = r.json()["message_id"]
+            wait_for(lambda: status_of(message_id) == "sent", timeout=20, what="the send to be recorded")
+            first.kill9()
+        finally:
+            first.stop()
+        [sid] = fake.messages
+        fake.wait_for_status(sid, "delivered", timeout=10)  # its callback found nobody listening
+        assert status_of(message_id) == "sent"
+        second = ServeProcess(url, tmp_path, env)
+        second.port = port_holder.port
+        second.start()
+        try:
+            wait_for(lambda: status_of(message_id) == "delivered", timeout=30, what="the restart to catch up")
+        finally:
+            second.stop()
+        assert len(fake.creates()) == 1
+    finally:
+        engine.dispose()
+        fake.stop()

@@ -261,11 +261,18 @@ class Dispatcher:
         if not kinds:
             return
         pending = await self.runtime.writer.run(jobs.sent_messages_to_resume(kinds))
-        for number_id, kind, outgoing, _stored in pending:
+        for number_id, kind, outgoing, stored in pending:
             transport = self.registry.for_number(number_id, kind)
-            if transport is None or not transport.can_find_sent:
+            if transport is None:
                 continue
-            receipt = await transport.find_sent(outgoing)
+            # The stored receipt names the device's message; only without one is the device asked for it.
+            receipt: Receipt | None = stored if stored.provider_id else None
+            if receipt is None and transport.can_find_sent:
+                try:
+                    receipt = await transport.find_sent(outgoing)
+                except TransportError as exc:
+                    log.info("could not re-check %s after the restart: %s", outgoing.message_id, exc)
+                    continue
             if receipt is not None:
                 await transport.resume(outgoing, receipt)
         if pending:

@@ -187,8 +187,10 @@ class TransportRegistry:
         return [entry for entry in self._devices.values() if kind is None or entry[0].kind == kind]
 
     def resumable_kinds(self) -> tuple[str, ...]:
-        # Device transports re-learn the fate of sent messages from the device itself (webhooks, polling).
-        return ("simulator",)
+        # Transports whose ``resume`` re-learns the fate of a message left ``sent`` across a restart: the
+        # simulator re-arms its receipts, Twilio (and the SMS side of hybrid) fetches the message once, since
+        # Twilio does not send a status callback again. BlueBubbles' reconciler re-checks its own.
+        return ("simulator", "twilio", "hybrid")
 
     # -- keeping up with the numbers table -----------------------------------------------------------------
     async def refresh(self) -> None:
