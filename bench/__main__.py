@@ -91,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         default="floor-naive,floor-lean",
         help="floors to run with 'peers' (floor-naive, floor-lean, floor-litestar)",
     )
+    run.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="another openbloo source tree (e.g. a git worktree of the base commit) to run beside this "
+        "one in 'accept' and 'pg': before/after figures from one invocation",
+    )
     run.add_argument("--seed", type=int, help="seed of the kill -9 moment (default: random, reported)")
     run.add_argument(
         "--cache",
@@ -120,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         seed=args.seed if args.seed is not None else random.randrange(1 << 30),
         rss_secs=args.rss_secs or (40.0 if quick else 600.0),
+        baseline_src=args.baseline_src.resolve() if args.baseline_src else None,
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict[str, Any] = {
@@ -152,10 +159,16 @@ def main(argv: list[str] | None = None) -> int:
                         results["profile"] = r.pop("profile")
                     runs.append(r)
                     runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-api"))
+                    runs.append(sc.openbloo_accept(ctx, "sqlite", "split-sqlite"))
+                    if ctx.baseline_src:
+                        runs.append(sc.openbloo_accept(ctx, "sqlite", baseline=True))
+                        runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-api", baseline=True))
                 if use_pg:
                     r = sc.openbloo_accept(ctx, "pg")
                     max_rate["pg"] = max(max_rate.get("pg", 0), r["accepted_per_s"])
                     runs.append(r)
+                    if ctx.baseline_src:
+                        runs.append(sc.openbloo_accept(ctx, "pg", baseline=True))
                 results["accept"].append(runs)
                 _save(out, results)
         stores = ["sqlite"] + (["pg"] if use_pg else [])

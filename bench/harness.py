@@ -177,6 +177,8 @@ class Deployment:
     api_processes: int = 2
     workers: int = 1
     env: dict[str, str] = field(default_factory=dict)
+    # Another openbloo source tree to run instead of the installed one (``--baseline-src``: before/after).
+    src: Path | None = None
     port: int = 0
     api_key: str = ""
     procs: list[Proc] = field(default_factory=list)
@@ -194,6 +196,14 @@ class Deployment:
             "OPENBLOO_WEBHOOK_ALLOW_PRIVATE": "true",
             **self.env,
         }
+        if self.src is not None:
+            self.env["PYTHONPATH"] = os.pathsep.join([str(self.src / "src"), str(BENCH_DIR.parent)])
+
+    def openbloo(self) -> list[str]:
+        """How to run the ``openbloo`` command of this deployment's source tree."""
+        if self.src is not None:
+            return [sys.executable, "-m", "openbloo.cli"]
+        return [openbloo_bin()]
 
     @property
     def url(self) -> str:
@@ -201,7 +211,7 @@ class Deployment:
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(
-            [openbloo_bin(), *args, "--database-url", self.database_url],
+            [*self.openbloo(), *args, "--database-url", self.database_url],
             cwd=self.workdir,
             env={**os.environ, **self.env},
             capture_output=True,
@@ -229,7 +239,7 @@ class Deployment:
             self.provision()
         logs = self.workdir / "logs"
         if self.layout in ("serve", "serve-api"):
-            cmd = [openbloo_bin(), "serve", "--port", str(self.port), "--database-url", self.database_url]
+            cmd = [*self.openbloo(), "serve", "--port", str(self.port), "--database-url", self.database_url]
             if self.layout == "serve-api":
                 cmd.append("--no-workers")
             self.procs = [Proc("serve", cmd, env=self.env, cwd=self.workdir, log_dir=logs)]
@@ -240,7 +250,7 @@ class Deployment:
                 cmd += ["--database-url", self.database_url]
                 self.procs.append(Proc(f"api{i}", cmd, env=self._env_with_path(), cwd=self.workdir, log_dir=logs))
             for i in range(self.workers):
-                cmd = [openbloo_bin(), "worker", "--database-url", self.database_url]
+                cmd = [*self.openbloo(), "worker", "--database-url", self.database_url]
                 self.procs.append(Proc(f"worker{i}", cmd, env=self.env, cwd=self.workdir, log_dir=logs))
         else:
             raise ValueError(f"unknown layout {self.layout!r}")
@@ -256,6 +266,8 @@ class Deployment:
 
     def _env_with_path(self) -> dict[str, str]:
         # bench.api_process is imported from the repository root.
+        if self.src is not None:
+            return self.env
         root = str(BENCH_DIR.parent)
         return {**self.env, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
 

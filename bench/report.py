@@ -58,8 +58,8 @@ def accept_section(rounds: list[list[dict[str, Any]]]) -> str:
                 [
                     r["stack"],
                     acc,
-                    _f(ratio(acc, kannel)),
-                    _f(ratio(acc, naive)),
+                    _f(ratio(acc, kannel), 2),
+                    _f(ratio(acc, naive), 2),
                     r.get("lat_p50_ms"),
                     r.get("lat_p95_ms"),
                     r.get("lat_p99_ms"),

@@ -45,6 +45,7 @@ class Ctx:
     profile: bool
     seed: int
     rss_secs: float
+    baseline_src: Path | None = None
     results: dict[str, Any] = field(default_factory=dict)
 
     def workdir(self, name: str) -> Path:
@@ -97,9 +98,11 @@ def query(dep: Deployment, sql: str, params: tuple[Any, ...] = ()) -> list[tuple
 
 
 def cpu_run(dep: Deployment, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    per0 = {p.name: p.cpu_seconds() for p in dep.procs}
     c0, t0 = dep.cpu_seconds(), time.monotonic()
     result = fn()
     cpu = dep.cpu_seconds() - c0
+    result["server_cpu_s_by_process"] = {p.name: round(p.cpu_seconds() - per0.get(p.name, 0), 2) for p in dep.procs}
     result["server_cpu_s"] = round(cpu, 2)
     result["server_cpu_cores"] = round(cpu / max(1e-6, time.monotonic() - t0), 2)
     ok = result.get("ok") or 0
@@ -110,12 +113,16 @@ def cpu_run(dep: Deployment, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]
 # -- accept: closed-loop throughput ----------------------------------------------------------------------------
 
 
-def openbloo_accept(ctx: Ctx, store: str, layout: str | None = None) -> dict[str, Any]:
+def openbloo_accept(ctx: Ctx, store: str, layout: str | None = None, *, baseline: bool = False) -> dict[str, Any]:
     """wrk, ``ctx.conns`` connections, ``ctx.secs`` seconds, the realistic mix, against a fresh database."""
     kw: dict[str, Any] = {}
-    if layout:
+    if layout == "split-sqlite":  # the API in one process, the workers in another, one SQLite file
+        kw.update(layout="split", api_processes=1, workers=1)
+    elif layout:
         kw["layout"] = layout
-    name = f"accept-{store}-{layout or 'default'}"
+    if baseline:
+        kw["src"] = ctx.baseline_src
+    name = f"accept-{store}-{layout or 'default'}{'-baseline' if baseline else ''}"
     with deployment(ctx, store, name, **kw) as dep:
         dep.start()
         label = {"serve": "serve (API + workers)", "serve-api": "serve --no-workers (accept only)"}.get(
@@ -125,7 +132,8 @@ def openbloo_accept(ctx: Ctx, store: str, layout: str | None = None) -> dict[str
         url = dep.url
         if ctx.warm:
             run_wrk(url, conns=ctx.conns, secs=ctx.warm, env=dep.wrk_env(PREFIX="w"))
-        spy = _start_profile(ctx, dep, name) if ctx.profile and store == "sqlite" and dep.layout == "serve" else None
+        profiled = ctx.profile and store == "sqlite" and dep.layout == "serve" and not baseline
+        spy = _start_profile(ctx, dep, name) if profiled else None
         res = cpu_run(
             dep,
             lambda: run_wrk(

@@ -78,9 +78,9 @@ def ensure_contact(batch: Batch, org_id: str, handle: Handle, now: int) -> str:
     if cached is not None:
         return str(cached)
     c = m.contacts
-    row = batch.conn.execute(_CONTACT_BY_IDENTIFIER, {"org": org_id, "identifier": handle.value}).first()
+    row = batch.first(_CONTACT_BY_IDENTIFIER, {"org": org_id, "identifier": handle.value})
     if row is not None:
-        contact_id = str(row.id)
+        contact_id = str(row[0])
     else:
         contact_id = new_id("ct_")
         batch.insert_later(
@@ -109,10 +109,11 @@ def load_chat(batch: Batch, org_id: str, chat_key: str) -> ChatRef | None:
     cached = batch.recall(key)
     if cached is not None:
         return cached
-    row = batch.conn.execute(_CHAT_BY_KEY, {"org": org_id, "key": chat_key}).first()
+    row = batch.first(_CHAT_BY_KEY, {"org": org_id, "key": chat_key})
     if row is None:
         return None
-    ref = ChatRef(row.id, chat_key, row.type, row.contact_id, row.group_id, row.last_number_id)
+    chat_id, chat_type, contact_id, group_id, last_number_id = row
+    ref = ChatRef(chat_id, chat_key, chat_type, contact_id, group_id, last_number_id)
     batch.remember(key, ref)
     return ref
 
@@ -267,10 +268,10 @@ def load_conversation(batch: Batch, chat_id: str, number_id: str) -> Conversatio
     cached = batch.recall(key)
     if cached is not None:
         return cached
-    row = batch.conn.execute(_CONVERSATION, {"chat": chat_id, "number": number_id}).first()
+    row = batch.first(_CONVERSATION, {"chat": chat_id, "number": number_id})
     if row is None:
         return None
-    ref = ConversationRef(row.id, chat_id, number_id, int(row.inbound_count), int(row.outbound_count))
+    ref = ConversationRef(row[0], chat_id, number_id, int(row[1]), int(row[2]))
     batch.remember(key, ref)
     return ref
 

@@ -94,17 +94,17 @@ def load_state(batch: Batch, *, message_id: str | None = None, provider_id: str 
         if cached is not None:
             return cached
     if message_id is not None:
-        row = batch.conn.execute(_STATE_BY_ID, {"id": message_id}).first()
+        row = batch.first(_STATE_BY_ID, {"id": message_id})
     elif provider_id is not None:
-        row = batch.conn.execute(_STATE_BY_PROVIDER_ID, {"provider_id": provider_id}).first()
+        row = batch.first(_STATE_BY_PROVIDER_ID, {"provider_id": provider_id})
     else:
         return None
     if row is None:
         return None
-    cached = batch.recall(("msg", row.id))
+    cached = batch.recall(("msg", row[0]))
     if cached is not None:  # found by provider id, but this batch already holds newer state
         return cached
-    state = MessageState(**row._asdict())
+    state = MessageState(*row)  # the select's columns are the dataclass's fields, in order
     batch.remember(("msg", state.id), state)
     return state
 

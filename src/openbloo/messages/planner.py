@@ -80,8 +80,18 @@ _IDEMPOTENCY_RECORD = select(
 ).where(m.idempotency_keys.c.organization_id == bindparam("org"), m.idempotency_keys.c.key == bindparam("key"))
 
 
+_DAY_MS = 86_400_000
+_day_cache: tuple[int, str] = (-1, "")
+
+
 def _today(now: int) -> str:
-    return datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y-%m-%d")
+    """The UTC day of ``now`` as YYYY-MM-DD; formatted once per day, not once per send."""
+    global _day_cache
+    day_number = now // _DAY_MS
+    cached = _day_cache
+    if cached[0] != day_number:
+        cached = _day_cache = (day_number, datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y-%m-%d"))
+    return cached[1]
 
 
 # -- idempotency ---------------------------------------------------------------------------------------------
@@ -92,13 +102,14 @@ def _replay(batch: Batch, org_id: str, idem: Idempotency, now: int) -> SendOutco
     found = batch.recall(key)
     if found is None:
         t = m.idempotency_keys
-        row = batch.conn.execute(_IDEMPOTENCY_RECORD, {"org": org_id, "key": idem.key}).first()
+        row = batch.first(_IDEMPOTENCY_RECORD, {"org": org_id, "key": idem.key})
         if row is None:
             return None
-        if row.expires_at <= now:
+        request_hash, response_body, expires_at = row
+        if expires_at <= now:
             batch.conn.execute(delete(t).where(t.c.organization_id == org_id, t.c.key == idem.key))
             return None
-        found = (row.request_hash, row.response_body)
+        found = (request_hash, response_body)
     request_hash, body = found
     if request_hash != idem.request_hash:
         raise ApiError(
