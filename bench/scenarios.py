@@ -145,9 +145,11 @@ def openbloo_accept(ctx: Ctx, store: str, layout: str | None = None, *, baseline
         rows = query(dep, "SELECT count(*) FROM messages WHERE text LIKE 'b%'")[0][0]
         jobs = query(dep, "SELECT count(*) FROM delivery_jobs")[0][0]
         events = query(dep, "SELECT count(*) FROM events WHERE type = 'message.queued'")[0][0]
+        tree = " (baseline tree)" if baseline else ""
         res.update(
-            stack=f"openbloo {store}, {label}",
+            stack=f"openbloo{tree} {store}, {label}",
             store=store,
+            baseline=baseline,
             layout=dep.layout,
             rows_in_db=rows,
             jobs_in_db=jobs,

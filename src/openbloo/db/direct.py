@@ -67,6 +67,9 @@ class Direct:
             return fetched
         out = []
         for r in fetched:
+            if all(r[i] is None for i, _proc in self.result_procs):
+                out.append(r)  # nothing to convert (NULL JSON columns, the common case)
+                continue
             row = list(r)
             for i, proc in self.result_procs:
                 if row[i] is not None:
