@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         help="another openbloo source tree (e.g. a git worktree of the base commit) to run beside this "
         "one in 'accept' and 'pg': before/after figures from one invocation",
     )
+    run.add_argument(
+        "--e2e-fractions",
+        default="0.5",
+        help="fractions of the maximum rate the e2e scenario offers, comma-separated (default 0.5)",
+    )
     run.add_argument("--seed", type=int, help="seed of the kill -9 moment (default: random, reported)")
     run.add_argument(
         "--cache",
@@ -178,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                 if store not in max_rate:
                     log(f"e2e: calibrating the maximum rate on {store}")
                     max_rate[store] = sc.openbloo_accept(ctx, store)["accepted_per_s"]
-                results["e2e"].append(sc.e2e(ctx, store, max_rate[store]))
+                for fraction in [float(f) for f in args.e2e_fractions.split(",") if f.strip()]:
+                    results["e2e"].append(sc.e2e(ctx, store, max_rate[store], fraction))
                 _save(out, results)
         if "kill9" in chosen:
             secs = args.kill_secs or (12.0 if quick else 30.0)

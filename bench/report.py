@@ -96,7 +96,7 @@ def e2e_section(runs: list[dict[str, Any]]) -> str:
             [
                 r["store"],
                 r.get("max_rate_per_s"),
-                r.get("offered_per_s"),
+                f"{_f(r.get('offered_per_s'))} ({r.get('fraction', 0.5):g}×)",
                 r.get("accepted_per_s"),
                 r.get("lat_p50_ms"),
                 r.get("lat_p95_ms"),
@@ -109,6 +109,7 @@ def e2e_section(runs: list[dict[str, Any]]) -> str:
                 h.get("p99"),
                 r.get("measured_messages"),
                 r.get("messages_without_delivered_webhook"),
+                "timed out (120 s)" if r.get("drain_s") is None else r.get("drain_s"),
             ]
         )
     return _table(
@@ -128,6 +129,7 @@ def e2e_section(runs: list[dict[str, Any]]) -> str:
             "p99",
             "messages",
             "no webhook",
+            "drain s",
         ],
         rows,
     )

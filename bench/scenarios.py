@@ -285,11 +285,11 @@ def peer(ctx: Ctx, name: str) -> dict[str, Any]:
 # -- fixed offered rate + end-to-end latency -----------------------------------------------------------------
 
 
-def e2e(ctx: Ctx, store: str, max_rate: float) -> dict[str, Any]:
-    """Half the maximum rate, offered on a fixed schedule, with a status webhook to a loopback receiver."""
-    rate = max(10.0, max_rate / 2)
+def e2e(ctx: Ctx, store: str, max_rate: float, fraction: float = 0.5) -> dict[str, Any]:
+    """A fraction (half) of the maximum rate, offered on a fixed schedule, with a status webhook to a receiver."""
+    rate = max(5.0, max_rate * fraction)
     secs = ctx.secs
-    with deployment(ctx, store, f"e2e-{store}") as dep:
+    with deployment(ctx, store, f"e2e-{store}-{fraction:g}") as dep:
         rport = free_port()
         records = dep.workdir / "webhooks.csv"
         receiver = Proc(
@@ -311,7 +311,7 @@ def e2e(ctx: Ctx, store: str, max_rate: float) -> dict[str, Any]:
         )
         try:
             dep.start()
-            log(f"e2e: openbloo {store} at {rate:.0f}/s offered (half of {max_rate:.0f}/s)")
+            log(f"e2e: openbloo {store} at {rate:.0f}/s offered ({fraction:g} of {max_rate:.0f}/s)")
             hook = httpx.post(
                 f"{dep.url}/v2/api/webhooks",
                 json={"webhook_url": f"http://127.0.0.1:{rport}/hook", "webhook_type": "status"},
@@ -331,12 +331,18 @@ def e2e(ctx: Ctx, store: str, max_rate: float) -> dict[str, Any]:
                     out=ctx.out / f"e2e-{store}.wrk",
                 ),
             )
-            drained = _wait_drained(dep, timeout=180)
+            drained = _wait_drained(dep, timeout=120)
             time.sleep(1.0)
         finally:
             receiver.stop()
         res.update(_e2e_latencies(dep, records))
-        res.update(store=store, offered_per_s=round(rate, 1), max_rate_per_s=round(max_rate, 1), drain_s=drained)
+        res.update(
+            store=store,
+            fraction=fraction,
+            offered_per_s=round(rate, 1),
+            max_rate_per_s=round(max_rate, 1),
+            drain_s=drained,
+        )
         return res
 
 

@@ -248,8 +248,14 @@ class _WroteThenFailed(Exception):
         self.error = error
 
 
-def run_units(engine: Engine, units: list[Unit[Any]]) -> list[tuple[bool, Any]]:
-    """Run units in one transaction; on a batch-level failure, re-run each alone. Returns (ok, value) pairs."""
+def run_units(engine: Engine, units: list[Unit[Any]], *, again: bool = True) -> list[tuple[bool, Any]]:
+    """Run units in one transaction; on a batch-level failure, re-run each alone. Returns (ok, value) pairs.
+
+    A batch that fails at flush or commit is first run once more as a whole (``again``): the usual cause is
+    a row another process committed meanwhile (the same new chat, contact or conversation, sent to from
+    two API processes), which the units find when they run again. Only if that fails too is each unit run
+    alone, one transaction each, so that one bad unit cannot fail its neighbours.
+    """
     try:
         with engine.begin() as conn:
             batch = Batch(conn)
@@ -264,6 +270,9 @@ def run_units(engine: Engine, units: list[Unit[Any]]) -> list[tuple[bool, Any]]:
         if len(units) == 1:
             log.exception("unit of work failed at flush/commit")
             raise
+        if again:
+            log.info("batch of %d failed at flush/commit; running it once more", len(units))
+            return run_units(engine, units, again=False)
         log.warning("batch of %d failed at flush/commit; re-running its units one by one", len(units))
         return _one_by_one(engine, units)
     for hook in hooks:
