@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(chosen) - set(ALL)
     if unknown:
         ap.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    out = args.out or BENCH_DIR / "results" / time.strftime("%Y%m%d-%H%M%S")
+    out = (args.out or BENCH_DIR / "results" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     quick = args.quick
     ctx = sc.Ctx(
