@@ -102,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         default="0.5",
         help="fractions of the maximum rate the e2e scenario offers, comma-separated (default 0.5)",
     )
+    run.add_argument(
+        "--warm-chats",
+        type=float,
+        default=0.0,
+        metavar="SECS",
+        help="also run 'accept' in steady state: first a SECS-long pass that sends to the 10,000 "
+        "chats in order, so the measured run's recipients are known (default 0: not run)",
+    )
     run.add_argument("--seed", type=int, help="seed of the kill -9 moment (default: random, reported)")
     run.add_argument(
         "--cache",
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed if args.seed is not None else random.randrange(1 << 30),
         rss_secs=args.rss_secs or (40.0 if quick else 600.0),
         baseline_src=args.baseline_src.resolve() if args.baseline_src else None,
+        warm_chats_secs=args.warm_chats,
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict[str, Any] = {
@@ -165,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(r)
                     runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-api"))
                     runs.append(sc.openbloo_accept(ctx, "sqlite", "split-sqlite"))
+                    if ctx.warm_chats_secs:
+                        runs.append(sc.openbloo_accept(ctx, "sqlite", warm_chats=True))
+                        runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-api", warm_chats=True))
                     if ctx.baseline_src:
                         runs.append(sc.openbloo_accept(ctx, "sqlite", baseline=True))
                         runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-api", baseline=True))

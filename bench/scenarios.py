@@ -46,6 +46,7 @@ class Ctx:
     seed: int
     rss_secs: float
     baseline_src: Path | None = None
+    warm_chats_secs: float = 0.0
     results: dict[str, Any] = field(default_factory=dict)
 
     def workdir(self, name: str) -> Path:
@@ -113,7 +114,9 @@ def cpu_run(dep: Deployment, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]
 # -- accept: closed-loop throughput ----------------------------------------------------------------------------
 
 
-def openbloo_accept(ctx: Ctx, store: str, layout: str | None = None, *, baseline: bool = False) -> dict[str, Any]:
+def openbloo_accept(
+    ctx: Ctx, store: str, layout: str | None = None, *, baseline: bool = False, warm_chats: bool = False
+) -> dict[str, Any]:
     """wrk, ``ctx.conns`` connections, ``ctx.secs`` seconds, the realistic mix, against a fresh database."""
     kw: dict[str, Any] = {}
     if layout == "split-sqlite":  # the API in one process, the workers in another, one SQLite file
@@ -122,7 +125,7 @@ def openbloo_accept(ctx: Ctx, store: str, layout: str | None = None, *, baseline
         kw["layout"] = layout
     if baseline:
         kw["src"] = ctx.baseline_src
-    name = f"accept-{store}-{layout or 'default'}{'-baseline' if baseline else ''}"
+    name = f"accept-{store}-{layout or 'default'}{'-baseline' if baseline else ''}{'-warmchats' if warm_chats else ''}"
     with deployment(ctx, store, name, **kw) as dep:
         dep.start()
         label = {"serve": "serve (API + workers)", "serve-api": "serve --no-workers (accept only)"}.get(
@@ -130,6 +133,11 @@ def openbloo_accept(ctx: Ctx, store: str, layout: str | None = None, *, baseline
         )
         log(f"accept: openbloo {store} {label}")
         url = dep.url
+        known = None
+        if warm_chats and ctx.warm_chats_secs:
+            # Steady state: every one of the 10,000 chats gets a message first (in order), then the mix runs.
+            run_wrk(url, conns=ctx.conns, secs=ctx.warm_chats_secs, env=dep.wrk_env(PREFIX="w", MIX="warm"))
+            known = query(dep, "SELECT count(*) FROM chats")[0][0]
         if ctx.warm:
             run_wrk(url, conns=ctx.conns, secs=ctx.warm, env=dep.wrk_env(PREFIX="w"))
         profiled = ctx.profile and store == "sqlite" and dep.layout == "serve" and not baseline
@@ -146,8 +154,10 @@ def openbloo_accept(ctx: Ctx, store: str, layout: str | None = None, *, baseline
         jobs = query(dep, "SELECT count(*) FROM delivery_jobs")[0][0]
         events = query(dep, "SELECT count(*) FROM events WHERE type = 'message.queued'")[0][0]
         tree = " (baseline tree)" if baseline else ""
+        steady = f", {known:,} chats known before the run" if known is not None else ""
         res.update(
-            stack=f"openbloo{tree} {store}, {label}",
+            chats_known_before=known,
+            stack=f"openbloo{tree} {store}, {label}{steady}",
             store=store,
             baseline=baseline,
             layout=dep.layout,

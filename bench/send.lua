@@ -12,7 +12,8 @@
 -- Environment:
 --   OPENBLOO_KEY  API key
 --   PREFIX        key prefix, default "b" (the harness uses "w" for warm-up runs)
---   MIX           "full" (the mix above) or "single" (only single texts)
+--   MIX           "full" (the mix above), "single" (only single texts) or "warm" (single texts to the chats
+--                 in order, 0, 1, 2 ...: a pass that makes every chat known before a steady-state run)
 --   RATE          offered rate in requests/s for this wrk thread (0 = as fast as the connections go);
 --                 requests are released on a fixed schedule, 1/RATE apart, whatever the latency
 --   CHATS         distinct 1:1 chats, default 10000
@@ -85,7 +86,10 @@ function request()
   local key = string.format("%s%.0fx%dx%d", prefix, now_us(), tid, seq)
   local r = math.random(100)
   local path, body
-  if mix == "single" or r <= 90 then
+  if mix == "warm" then
+    path = "/v2/api/chats/" .. handle((seq - 1) % chats) .. "/messages"
+    body = '{"text":"' .. key .. '"}'
+  elseif mix == "single" or r <= 90 then
     path = "/v2/api/chats/" .. handle(math.random(0, chats - 1)) .. "/messages"
     body = '{"text":"' .. key .. '"}'
   elseif r <= 95 then

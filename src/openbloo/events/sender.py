@@ -28,6 +28,7 @@ import msgspec
 from openbloo import __version__
 from openbloo.events import fanout
 from openbloo.events.deliveries import AttemptRecord, ClaimedDelivery, claim, record_attempts, unclaim
+from openbloo.events.http1 import Http1Client, HttpError
 from openbloo.events.signing import signature_header
 from openbloo.ids import new_id, now_ms
 from openbloo.runtime import Runtime
@@ -91,7 +92,7 @@ class HttpOutcome:
 
 
 async def post_event(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient | Http1Client,
     resolver: Resolver,
     *,
     url: str,
@@ -127,6 +128,8 @@ async def post_event(
     if original_event_id is not None:
         headers["X-Blooio-Replay"] = "true"
         headers["X-Original-Event-Id"] = original_event_id
+    if isinstance(client, Http1Client):
+        return await _post_http1(client, target.url, headers, body, target.sni_hostname, timeout, attempted_at, took)
     extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
     try:
         async with asyncio.timeout(timeout):
@@ -163,6 +166,37 @@ async def post_event(
     )
 
 
+async def _post_http1(
+    client: Http1Client,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    sni_hostname: str | None,
+    timeout: float,
+    attempted_at: int,
+    took: Any,
+) -> HttpOutcome:
+    try:
+        async with asyncio.timeout(timeout):
+            resp = await client.post(url, headers, body, sni_hostname=sni_hostname, read_limit=MAX_READ_BYTES)
+    except TimeoutError:
+        return HttpOutcome(
+            None, None, {}, 0, None, took(), attempted_at, None, f"timed out after {timeout:g}s", "timeout"
+        )
+    except HttpError as exc:
+        return HttpOutcome(None, None, {}, 0, None, took(), attempted_at, None, str(exc), "connection_error")
+    return HttpOutcome(
+        status=resp.status,
+        body=resp.body.decode("utf-8", errors="replace"),
+        headers=resp.headers,
+        size=resp.size,
+        content_type=resp.headers.get("content-type"),
+        duration_ms=took(),
+        attempted_at=attempted_at,
+        received_at=now_ms(),
+    )
+
+
 def new_client(concurrency: int) -> httpx.AsyncClient:
     # No redirects: a 3xx is an answer (a failed attempt), and following one would bypass the URL policy.
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=min(concurrency, 64))
@@ -183,7 +217,8 @@ class WebhookSender:
         self.lease_ms = int((self.timeout + 10) * 1000)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('', 6)}"
         self.resolver = Resolver(s.webhook_allow_private)
-        self.client: httpx.AsyncClient | None = None
+        # The sender's own lean client (events/http1.py); replays from the API keep using httpx.
+        self.client: Http1Client | None = None
         self._inflight: dict[str, int] = {}
         self._active = 0
         self._wake = asyncio.Event()
@@ -199,7 +234,7 @@ class WebhookSender:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.client = new_client(self.concurrency)
+        self.client = Http1Client()
         fanout.add_listener(self.wake_threadsafe)
         self._task = asyncio.create_task(self._run(), name="webhook-sender")
 
