@@ -272,13 +272,14 @@ class WebhookSender:
             try:
                 self._wake.clear()
                 room = self.concurrency * PREFETCH - self._active - self._queued_total
+                limit = min(room, 256)
                 claimed: list[ClaimedDelivery] = []
                 if room > 0:
                     ahead = self.per_webhook * PREFETCH
                     busy = set(self._inflight) | set(self._queued)
                     slots = {w: ahead - self._inflight.get(w, 0) - len(self._queued.get(w, ())) for w in busy}
                     claimed = await self.runtime.writer.run(
-                        claim(self.worker_id, now_ms(), self.lease_ms, min(room, 256), slots, ahead)
+                        claim(self.worker_id, now_ms(), self.lease_ms, limit, slots, ahead)
                     )
                 at = now_ms()
                 for delivery in claimed:
@@ -286,7 +287,10 @@ class WebhookSender:
                     self._queued_total += 1
                 for webhook_id in dict.fromkeys(d.webhook_id for d in claimed):
                     self._start_ready(webhook_id)
-                if not claimed or room <= len(claimed):
+                # Claim again at once only if the claim came back full (more may be due); otherwise everything
+                # due was taken, and the next claim waits for news (a commit with new deliveries, a freed slot)
+                # or the poll: claiming in a loop while deliveries trickle in would spin on the writer.
+                if len(claimed) < limit or room <= 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll)
             except asyncio.CancelledError:
