@@ -6,6 +6,7 @@ long a revoked key (or a number deactivated with the CLI, possibly from another 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,9 @@ class KeyResolver:
         self.engine = engine
         self.ttl = ttl_seconds
         self._cache: dict[str, tuple[float, AuthContext | None]] = {}
+        # One load per key at a time: when an entry expires under load, the requests that find it stale
+        # together share one query instead of each running their own.
+        self._loading: dict[str, asyncio.Future[AuthContext | None]] = {}
 
     def invalidate(self) -> None:
         self._cache.clear()
@@ -114,12 +118,29 @@ class KeyResolver:
         if hit is not None and hit[0] > now:
             ctx = hit[1]
         else:
-            ctx = await self._load(key, digest)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (now + self.ttl, ctx)
+            ctx = await self._load_once(key, digest, now)
         if ctx is None:
             raise unauthorized("Invalid or revoked API key")
+        return ctx
+
+    async def _load_once(self, key: str, digest: str, now: float) -> AuthContext | None:
+        pending = self._loading.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[AuthContext | None] = asyncio.get_running_loop().create_future()
+        self._loading[digest] = fut
+        try:
+            ctx = await self._load(key, digest)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters re-raise it, nobody else needs to see it logged
+            raise
+        finally:
+            self._loading.pop(digest, None)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now + self.ttl, ctx)
+        fut.set_result(ctx)
         return ctx
 
     async def _load(self, key: str, digest: str) -> AuthContext | None:

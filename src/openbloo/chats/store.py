@@ -9,9 +9,9 @@ unnamed group.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import bindparam, select
 
 from openbloo.addressing import Handle
 from openbloo.db import models as m
@@ -33,6 +33,20 @@ _CHAT_BY_KEY = select(
 ).where(m.chats.c.organization_id == bindparam("org"), m.chats.c.chat_key == bindparam("key"))
 _CONVERSATION = select(m.conversations.c.id, m.conversations.c.inbound_count, m.conversations.c.outbound_count).where(
     m.conversations.c.chat_id == bindparam("chat"), m.conversations.c.number_id == bindparam("number")
+)
+
+
+_g = m.groups
+_UNNAMED_GROUPS = select(_g.c.id, _g.c.number_id).where(
+    _g.c.organization_id == bindparam("org"),
+    _g.c.participants_key == bindparam("participants"),
+    _g.c.auto_key.is_not(None),
+    _g.c.deleted_at.is_(None),
+)
+_GROUP_MEMBERS = (
+    select(m.group_members.c.identifier)
+    .where(m.group_members.c.group_id == bindparam("group"), m.group_members.c.removed_at.is_(None))
+    .order_by(m.group_members.c.identifier)
 )
 
 
@@ -78,9 +92,9 @@ def ensure_contact(batch: Batch, org_id: str, handle: Handle, now: int) -> str:
     if cached is not None:
         return str(cached)
     c = m.contacts
-    row = batch.conn.execute(_CONTACT_BY_IDENTIFIER, {"org": org_id, "identifier": handle.value}).first()
+    row = batch.first(_CONTACT_BY_IDENTIFIER, {"org": org_id, "identifier": handle.value})
     if row is not None:
-        contact_id = str(row.id)
+        contact_id = str(row[0])
     else:
         contact_id = new_id("ct_")
         batch.insert_later(
@@ -109,10 +123,11 @@ def load_chat(batch: Batch, org_id: str, chat_key: str) -> ChatRef | None:
     cached = batch.recall(key)
     if cached is not None:
         return cached
-    row = batch.conn.execute(_CHAT_BY_KEY, {"org": org_id, "key": chat_key}).first()
+    row = batch.first(_CHAT_BY_KEY, {"org": org_id, "key": chat_key})
     if row is None:
         return None
-    ref = ChatRef(row.id, chat_key, row.type, row.contact_id, row.group_id, row.last_number_id)
+    chat_id, chat_type, contact_id, group_id, last_number_id = row
+    ref = ChatRef(chat_id, chat_key, chat_type, contact_id, group_id, last_number_id)
     batch.remember(key, ref)
     return ref
 
@@ -156,7 +171,7 @@ def note_chat_number(batch: Batch, org_id: str, chat: ChatRef, number_id: str) -
     """Keep the batch's view of the sticky sender current (the UPDATE itself is queued by the outbox)."""
     if chat.last_number_id == number_id:
         return chat
-    updated = replace(chat, last_number_id=number_id)
+    updated = ChatRef(chat.id, chat.chat_key, chat.type, chat.contact_id, chat.group_id, number_id)
     batch.remember(("chat", org_id, chat.chat_key), updated)
     return updated
 
@@ -165,11 +180,7 @@ def note_chat_number(batch: Batch, org_id: str, chat: ChatRef, number_id: str) -
 
 
 def _group_members(batch: Batch, group_id: str) -> tuple[str, ...]:
-    gm = m.group_members
-    rows = batch.conn.execute(
-        select(gm.c.identifier).where(gm.c.group_id == group_id, gm.c.removed_at.is_(None)).order_by(gm.c.identifier)
-    )
-    return tuple(r.identifier for r in rows)
+    return tuple(r[0] for r in batch.all(_GROUP_MEMBERS, {"group": group_id}))
 
 
 def load_group(batch: Batch, org_id: str, group_id: str) -> GroupRef | None:
@@ -203,18 +214,8 @@ def unnamed_groups(batch: Batch, org_id: str, participants_key: str) -> dict[str
     cached = batch.recall(key)
     if cached is not None:
         return dict(cached)
-    g = m.groups
-    rows = batch.conn.execute(
-        select(g.c.id, g.c.number_id).where(
-            and_(
-                g.c.organization_id == org_id,
-                g.c.participants_key == participants_key,
-                g.c.auto_key.is_not(None),
-                g.c.deleted_at.is_(None),
-            )
-        )
-    )
-    found = {r.number_id: r.id for r in rows}
+    rows = batch.all(_UNNAMED_GROUPS, {"org": org_id, "participants": participants_key})
+    found = {number_id: group_id for group_id, number_id in rows}
     batch.remember(key, dict(found))
     return found
 
@@ -267,10 +268,10 @@ def load_conversation(batch: Batch, chat_id: str, number_id: str) -> Conversatio
     cached = batch.recall(key)
     if cached is not None:
         return cached
-    row = batch.conn.execute(_CONVERSATION, {"chat": chat_id, "number": number_id}).first()
+    row = batch.first(_CONVERSATION, {"chat": chat_id, "number": number_id})
     if row is None:
         return None
-    ref = ConversationRef(row.id, chat_id, number_id, int(row.inbound_count), int(row.outbound_count))
+    ref = ConversationRef(row[0], chat_id, number_id, int(row[1]), int(row[2]))
     batch.remember(key, ref)
     return ref
 
@@ -299,5 +300,8 @@ def ensure_conversation(batch: Batch, org_id: str, chat_id: str, number_id: str,
 
 def count_conversation(batch: Batch, conv: ConversationRef, *, outbound: int = 0, inbound: int = 0) -> None:
     """Keep the batch's view of a conversation's counters current (the UPDATE is queued by the outbox)."""
-    updated = replace(conv, outbound_count=conv.outbound_count + outbound, inbound_count=conv.inbound_count + inbound)
+    # Built directly: dataclasses.replace() costs several times more, and this runs for every send.
+    updated = ConversationRef(
+        conv.id, conv.chat_id, conv.number_id, conv.inbound_count + inbound, conv.outbound_count + outbound
+    )
     batch.remember(("conv", conv.chat_id, conv.number_id), updated)

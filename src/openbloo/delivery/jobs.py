@@ -207,12 +207,12 @@ def mark_attempt(job: Job, worker: str, now: int, lease_ms: int) -> Callable[[Ba
     """Start an attempt: the job is still pending (not cancelled) and this worker still holds its lease."""
 
     def unit(batch: Batch) -> bool:
-        owned = batch.conn.execute(
+        owned = batch.execute(
             _RENEW_LEASE, {"b_conv": job.conversation_id, "b_worker": worker, "b_until": now + lease_ms}
-        ).rowcount
+        )
         if not owned:
             return False
-        started = batch.conn.execute(_START_ATTEMPT, {"b_seq": job.seq, "b_worker": worker, "b_now": now}).rowcount
+        started = batch.execute(_START_ATTEMPT, {"b_seq": job.seq, "b_worker": worker, "b_now": now})
         return bool(started)
 
     return unit

@@ -94,17 +94,17 @@ def load_state(batch: Batch, *, message_id: str | None = None, provider_id: str 
         if cached is not None:
             return cached
     if message_id is not None:
-        row = batch.conn.execute(_STATE_BY_ID, {"id": message_id}).first()
+        row = batch.first(_STATE_BY_ID, {"id": message_id})
     elif provider_id is not None:
-        row = batch.conn.execute(_STATE_BY_PROVIDER_ID, {"provider_id": provider_id}).first()
+        row = batch.first(_STATE_BY_PROVIDER_ID, {"provider_id": provider_id})
     else:
         return None
     if row is None:
         return None
-    cached = batch.recall(("msg", row.id))
+    cached = batch.recall(("msg", row[0]))
     if cached is not None:  # found by provider id, but this batch already holds newer state
         return cached
-    state = MessageState(**row._asdict())
+    state = MessageState(*row)  # the select's columns are the dataclass's fields, in order
     batch.remember(("msg", state.id), state)
     return state
 
@@ -126,24 +126,31 @@ def _save(batch: Batch, state: MessageState) -> None:
     )
 
 
+_g, _gm, _ct = m.groups, m.group_members, m.contacts
+_GROUP_NAME = select(_g.c.name, _g.c.chat_guid).where(_g.c.id == bindparam("group"))
+_GROUP_MEMBERS = (
+    select(_gm.c.identifier, _gm.c.contact_id, _ct.c.name)
+    .outerjoin(_ct, _ct.c.id == _gm.c.contact_id)
+    .where(_gm.c.group_id == bindparam("group"), _gm.c.removed_at.is_(None))
+    .order_by(_gm.c.identifier)
+)
+
+
 def _group_info(batch: Batch, group_id: str) -> dict[str, Any]:
     key = ("group_info", group_id)
     cached = batch.recall(key)
     if cached is not None:
         return cached
-    g, gm, ct = m.groups, m.group_members, m.contacts
-    grp = batch.conn.execute(select(g.c.name, g.c.chat_guid).where(g.c.id == group_id)).first()
-    members = batch.conn.execute(
-        select(gm.c.identifier, gm.c.contact_id, ct.c.name)
-        .outerjoin(ct, ct.c.id == gm.c.contact_id)
-        .where(gm.c.group_id == group_id, gm.c.removed_at.is_(None))
-        .order_by(gm.c.identifier)
-    )
+    grp = batch.first(_GROUP_NAME, {"group": group_id})
+    members = batch.all(_GROUP_MEMBERS, {"group": group_id})
     info = {
         "group_id": group_id,
-        "group_name": grp.name if grp else None,
-        "chat_guid": grp.chat_guid if grp else None,
-        "participants": [{"contact_id": r.contact_id, "identifier": r.identifier, "name": r.name} for r in members],
+        "group_name": grp[0] if grp else None,
+        "chat_guid": grp[1] if grp else None,
+        "participants": [
+            {"contact_id": contact_id, "identifier": identifier, "name": name}
+            for identifier, contact_id, name in members
+        ],
     }
     batch.remember(key, info)
     return info

@@ -79,23 +79,10 @@ def claim(
     def unit(batch: Batch) -> list[ClaimedDelivery]:
         full = [w for w, n in free_slots.items() if n <= 0]
         free = or_(_d.c.lease_until.is_(None), _d.c.lease_until < now)
+        # First the candidates, without their payloads: with a backlog, most due rows are over a webhook's
+        # slots and are not taken, and parsing their payloads cost more than everything else the sender does.
         stmt = (
-            select(
-                _d.c.seq,
-                _d.c.id,
-                _d.c.webhook_id,
-                _d.c.event_id,
-                _d.c.attempts,
-                _ev.c.type,
-                _ev.c.message_id,
-                _ev.c.payload,
-                _w.c.url,
-                _w.c.signing_secret,
-                _w.c.scope,
-                _w.c.deprecated_at,
-                _w.c.valid_until,
-            )
-            .join(_ev, _ev.c.id == _d.c.event_id)
+            select(_d.c.seq, _d.c.webhook_id, _w.c.deprecated_at, _w.c.valid_until)
             .join(_w, _w.c.id == _d.c.webhook_id)
             .where(_d.c.state == "pending", _d.c.next_attempt_at <= now, free)
             .order_by(_d.c.next_attempt_at, _d.c.seq)
@@ -106,31 +93,57 @@ def claim(
         if batch.is_postgres:
             stmt = stmt.with_for_update(skip_locked=True, of=_d)
         taken: dict[str, int] = {}
-        chosen: list[ClaimedDelivery] = []
+        picked: list[int] = []
         skipped: list[int] = []
         for r in batch.conn.execute(stmt):
             if r.deprecated_at is not None or (r.valid_until != -1 and r.valid_until <= now):
                 skipped.append(r.seq)  # deprecated or expired webhooks get nothing (DECISIONS.md §14)
                 continue
             slots = free_slots.get(r.webhook_id, per_webhook)
-            if taken.get(r.webhook_id, 0) >= slots or len(chosen) >= limit:
+            if taken.get(r.webhook_id, 0) >= slots or len(picked) >= limit:
                 continue
             taken[r.webhook_id] = taken.get(r.webhook_id, 0) + 1
-            chosen.append(
-                ClaimedDelivery(
-                    r.seq,
-                    r.id,
-                    r.webhook_id,
-                    r.event_id,
-                    r.attempts,
-                    r.type,
-                    r.message_id,
-                    r.payload,
-                    r.url,
-                    r.signing_secret,
-                    r.scope,
+            picked.append(r.seq)
+        chosen: list[ClaimedDelivery] = []
+        if picked:
+            rows = batch.conn.execute(
+                select(
+                    _d.c.seq,
+                    _d.c.id,
+                    _d.c.webhook_id,
+                    _d.c.event_id,
+                    _d.c.attempts,
+                    _ev.c.type,
+                    _ev.c.message_id,
+                    _ev.c.payload,
+                    _w.c.url,
+                    _w.c.signing_secret,
+                    _w.c.scope,
                 )
+                .join(_ev, _ev.c.id == _d.c.event_id)
+                .join(_w, _w.c.id == _d.c.webhook_id)
+                .where(_d.c.seq.in_(picked))
             )
+            by_seq = {row.seq: row for row in rows}
+            for seq in picked:  # in claim order (due time, then acceptance)
+                d = by_seq.get(seq)
+                if d is None:
+                    continue
+                chosen.append(
+                    ClaimedDelivery(
+                        d.seq,
+                        d.id,
+                        d.webhook_id,
+                        d.event_id,
+                        d.attempts,
+                        d.type,
+                        d.message_id,
+                        d.payload,
+                        d.url,
+                        d.signing_secret,
+                        d.scope,
+                    )
+                )
         if chosen:
             batch.conn.execute(
                 update(_d)
@@ -140,6 +153,19 @@ def claim(
         if skipped:
             batch.conn.execute(update(_d).where(_d.c.seq.in_(skipped)).values(state="skipped", lease_owner=None))
         return chosen
+
+    return unit
+
+
+def unclaim(seqs: list[int], worker: str) -> Callable[[Batch], None]:
+    """Give back leases this worker holds on deliveries it claimed but did not attempt (a stopping sender)."""
+
+    def unit(batch: Batch) -> None:
+        batch.conn.execute(
+            update(_d)
+            .where(_d.c.seq.in_(seqs), _d.c.lease_owner == worker, _d.c.state == "pending")
+            .values(lease_owner=None, lease_until=None)
+        )
 
     return unit
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Any
 
 
+@lru_cache(maxsize=4096)
 def device_id(number_id: str | None) -> str | None:
     """A stable, hashed identifier of the device (number) that handled the event."""
     if number_id is None:

@@ -18,6 +18,7 @@ import os
 import random
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,8 @@ import msgspec
 
 from openbloo import __version__
 from openbloo.events import fanout
-from openbloo.events.deliveries import AttemptRecord, ClaimedDelivery, claim, record_attempts
+from openbloo.events.deliveries import AttemptRecord, ClaimedDelivery, claim, record_attempts, unclaim
+from openbloo.events.http1 import Http1Client, HttpError
 from openbloo.events.signing import signature_header
 from openbloo.ids import new_id, now_ms
 from openbloo.runtime import Runtime
@@ -38,6 +40,9 @@ DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 JITTER = 0.10
 MAX_READ_BYTES = 64 * 1024
 USER_AGENT = f"openbloo-webhooks/{__version__}"
+# Deliveries claimed ahead of the concurrency bounds (this many times them), so a slot that frees up starts
+# its next delivery at once instead of after a claim's round trip through the writer.
+PREFETCH = 4
 
 _encode = msgspec.json.Encoder().encode
 
@@ -87,7 +92,7 @@ class HttpOutcome:
 
 
 async def post_event(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient | Http1Client,
     resolver: Resolver,
     *,
     url: str,
@@ -123,6 +128,8 @@ async def post_event(
     if original_event_id is not None:
         headers["X-Blooio-Replay"] = "true"
         headers["X-Original-Event-Id"] = original_event_id
+    if isinstance(client, Http1Client):
+        return await _post_http1(client, target.url, headers, body, target.sni_hostname, timeout, attempted_at, took)
     extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
     try:
         async with asyncio.timeout(timeout):
@@ -159,6 +166,37 @@ async def post_event(
     )
 
 
+async def _post_http1(
+    client: Http1Client,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    sni_hostname: str | None,
+    timeout: float,
+    attempted_at: int,
+    took: Any,
+) -> HttpOutcome:
+    try:
+        async with asyncio.timeout(timeout):
+            resp = await client.post(url, headers, body, sni_hostname=sni_hostname, read_limit=MAX_READ_BYTES)
+    except TimeoutError:
+        return HttpOutcome(
+            None, None, {}, 0, None, took(), attempted_at, None, f"timed out after {timeout:g}s", "timeout"
+        )
+    except HttpError as exc:
+        return HttpOutcome(None, None, {}, 0, None, took(), attempted_at, None, str(exc), "connection_error")
+    return HttpOutcome(
+        status=resp.status,
+        body=resp.body.decode("utf-8", errors="replace"),
+        headers=resp.headers,
+        size=resp.size,
+        content_type=resp.headers.get("content-type"),
+        duration_ms=took(),
+        attempted_at=attempted_at,
+        received_at=now_ms(),
+    )
+
+
 def new_client(concurrency: int) -> httpx.AsyncClient:
     # No redirects: a 3xx is an answer (a failed attempt), and following one would bypass the URL policy.
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=min(concurrency, 64))
@@ -179,17 +217,24 @@ class WebhookSender:
         self.lease_ms = int((self.timeout + 10) * 1000)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('', 6)}"
         self.resolver = Resolver(s.webhook_allow_private)
-        self.client: httpx.AsyncClient | None = None
+        # The sender's own lean client (events/http1.py); replays from the API keep using httpx.
+        self.client: Http1Client | None = None
         self._inflight: dict[str, int] = {}
         self._active = 0
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Finished attempts waiting to be logged; one writer unit logs every attempt that waits (see _log).
+        self._unlogged: list[tuple[AttemptRecord, asyncio.Future[None]]] = []
+        self._logger: asyncio.Task[None] | None = None
+        # Claimed, not started yet: webhook id → (claimed at, delivery), oldest first.
+        self._queued: dict[str, deque[tuple[int, ClaimedDelivery]]] = {}
+        self._queued_total = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.client = new_client(self.concurrency)
+        self.client = Http1Client()
         fanout.add_listener(self.wake_threadsafe)
         self._task = asyncio.create_task(self._run(), name="webhook-sender")
 
@@ -199,10 +244,20 @@ class WebhookSender:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        held = [d.seq for queue in self._queued.values() for _, d in queue]
+        self._queued.clear()
+        self._queued_total = 0
+        if held:  # give the leases of claimed-but-unsent deliveries back, for the next sender to take at once
+            with contextlib.suppress(Exception):
+                await self.runtime.writer.run(unclaim(held, self.worker_id))
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._logger is not None:
+            self._logger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._logger
         if self.client is not None:
             await self.client.aclose()
 
@@ -216,20 +271,26 @@ class WebhookSender:
         while True:
             try:
                 self._wake.clear()
-                free = self.concurrency - self._active
+                room = self.concurrency * PREFETCH - self._active - self._queued_total
+                limit = min(room, 256)
                 claimed: list[ClaimedDelivery] = []
-                if free > 0:
-                    slots = {w: self.per_webhook - n for w, n in self._inflight.items()}
+                if room > 0:
+                    ahead = self.per_webhook * PREFETCH
+                    busy = set(self._inflight) | set(self._queued)
+                    slots = {w: ahead - self._inflight.get(w, 0) - len(self._queued.get(w, ())) for w in busy}
                     claimed = await self.runtime.writer.run(
-                        claim(self.worker_id, now_ms(), self.lease_ms, min(free, 256), slots, self.per_webhook)
+                        claim(self.worker_id, now_ms(), self.lease_ms, limit, slots, ahead)
                     )
+                at = now_ms()
                 for delivery in claimed:
-                    self._inflight[delivery.webhook_id] = self._inflight.get(delivery.webhook_id, 0) + 1
-                    self._active += 1
-                    task = asyncio.create_task(self._deliver(delivery))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._done)
-                if not claimed or free <= len(claimed):
+                    self._queued.setdefault(delivery.webhook_id, deque()).append((at, delivery))
+                    self._queued_total += 1
+                for webhook_id in dict.fromkeys(d.webhook_id for d in claimed):
+                    self._start_ready(webhook_id)
+                # Claim again at once only if the claim came back full (more may be due); otherwise everything
+                # due was taken, and the next claim waits for news (a commit with new deliveries, a freed slot)
+                # or the poll: claiming in a loop while deliveries trickle in would spin on the writer.
+                if len(claimed) < limit or room <= 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll)
             except asyncio.CancelledError:
@@ -238,11 +299,68 @@ class WebhookSender:
                 log.exception("webhook sender loop error; retrying")
                 await asyncio.sleep(self.poll)
 
+    def _start_ready(self, webhook_id: str) -> None:
+        """Start the webhook's claimed deliveries, oldest first, while it and the sender have free slots."""
+        queue = self._queued.get(webhook_id)
+        while queue and self._inflight.get(webhook_id, 0) < self.per_webhook and self._active < self.concurrency:
+            claimed_at, delivery = queue.popleft()
+            self._queued_total -= 1
+            if now_ms() - claimed_at > self.lease_ms // 2:
+                continue  # held here too long: its lease could lapse mid-send; it is claimed again later
+            self._inflight[webhook_id] = self._inflight.get(webhook_id, 0) + 1
+            self._active += 1
+            task = asyncio.create_task(self._deliver(delivery))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+        if queue is not None and not queue:
+            del self._queued[webhook_id]
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._wake.set()
 
+    def _release(self, d: ClaimedDelivery) -> None:
+        """Give back the delivery's concurrency slots (its own webhook's and the global one)."""
+        self._active -= 1
+        left = self._inflight.get(d.webhook_id, 1) - 1
+        if left <= 0:
+            self._inflight.pop(d.webhook_id, None)
+        else:
+            self._inflight[d.webhook_id] = left
+        self._start_ready(d.webhook_id)
+        if self._active < self.concurrency:
+            for webhook_id in list(self._queued):
+                self._start_ready(webhook_id)
+        self._wake.set()
+
+    async def _log(self, record: AttemptRecord) -> None:
+        """Log one finished attempt, together with every other attempt finished meanwhile (one unit of work).
+
+        Returns once the attempt's record is committed. Until then its delivery keeps its lease, so it
+        cannot be claimed again; a crash before the commit leaves it to be re-sent (at-least-once).
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unlogged.append((record, fut))
+        if self._logger is None or self._logger.done():
+            self._logger = asyncio.create_task(self._log_waiting(), name="webhook-attempt-log")
+        await fut
+
+    async def _log_waiting(self) -> None:
+        while self._unlogged:
+            waiting, self._unlogged = self._unlogged, []
+            try:
+                await self.runtime.writer.run(record_attempts([r for r, _ in waiting]))
+            except Exception as exc:
+                for _, fut in waiting:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            else:
+                for _, fut in waiting:
+                    if not fut.done():
+                        fut.set_result(None)
+
     async def _deliver(self, d: ClaimedDelivery) -> None:
+        released = False
         try:
             assert self.client is not None
             body = event_body(d.payload)
@@ -257,6 +375,10 @@ class WebhookSender:
                 event_id=d.event_id,
                 timeout=self.timeout,
             )
+            # The receiver is done with this attempt: its slot serves the next delivery while this one is
+            # logged (the delivery stays leased until the log commits).
+            self._release(d)
+            released = True
             attempts = d.attempts + 1
             next_at: int | None = None
             if outcome.ok:
@@ -291,16 +413,12 @@ class WebhookSender:
                 attempts=attempts,
                 next_attempt_at=next_at,
             )
-            await self.runtime.writer.run(record_attempts([record]))
+            await self._log(record)
         except asyncio.CancelledError:
             raise
         except Exception:
             # The lease expires and the delivery is claimed again: at-least-once, never dropped.
             log.exception("webhook delivery %s could not be completed", d.id)
         finally:
-            self._active -= 1
-            left = self._inflight.get(d.webhook_id, 1) - 1
-            if left <= 0:
-                self._inflight.pop(d.webhook_id, None)
-            else:
-                self._inflight[d.webhook_id] = left
+            if not released:
+                self._release(d)

@@ -52,13 +52,14 @@ def replay(batch: Batch, org_id: str, idem: Idempotency, now: int) -> SendOutcom
     found = batch.recall(key)
     if found is None:
         t = m.idempotency_keys
-        row = batch.conn.execute(_IDEMPOTENCY_RECORD, {"org": org_id, "key": idem.key}).first()
+        row = batch.first(_IDEMPOTENCY_RECORD, {"org": org_id, "key": idem.key})
         if row is None:
             return None
-        if row.expires_at <= now:
+        request_hash, response_body, expires_at = row
+        if expires_at <= now:
             batch.conn.execute(delete(t).where(t.c.organization_id == org_id, t.c.key == idem.key))
             return None
-        found = (row.request_hash, row.response_body)
+        found = (request_hash, response_body)
     request_hash, body = found
     if request_hash != idem.request_hash:
         raise ApiError(

@@ -21,8 +21,18 @@ from openbloo.messages.rules import SendRequest
 IMESSAGE_TRANSPORTS = frozenset({"simulator", "bluebubbles", "hybrid"})
 
 
+_DAY_MS = 86_400_000
+_day_cache: tuple[int, str] = (-1, "")
+
+
 def day_of(now: int) -> str:
-    return datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y-%m-%d")
+    """The UTC day of ``now`` as YYYY-MM-DD; formatted once per day, not once per send."""
+    global _day_cache
+    day_number = now // _DAY_MS
+    cached = _day_cache
+    if cached[0] != day_number:
+        cached = _day_cache = (day_number, datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y-%m-%d"))
+    return cached[1]
 
 
 def _number_day(batch: Batch, number: PoolNumber, now: int) -> dict[str, Any]:

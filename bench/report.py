@@ -1,0 +1,296 @@
+"""Markdown tables from a run's results (the same tables ``docs/benchmarks.md`` quotes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.stats import ratio
+
+
+def _f(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _errors(r: dict[str, Any]) -> str:
+    parts = [f"{k}: {v}" for k, v in sorted((r.get("non2xx_by_status") or {}).items())]
+    if r.get("socket_errors"):
+        parts.append(f"socket: {r['socket_errors']}")
+    if r.get("err_timeout"):
+        parts.append(f"timeout: {r['err_timeout']}")
+    if not parts and r.get("non2xx"):
+        parts.append(f"non-2xx: {r['non2xx']}")
+    return ", ".join(parts) or "0"
+
+
+def machine_section(machine: dict[str, Any]) -> str:
+    rows = [[k, str(v)] for k, v in machine.items()]
+    return _table(["", ""], rows)
+
+
+def accept_section(rounds: list[list[dict[str, Any]]]) -> str:
+    out = []
+    for i, runs in enumerate(rounds, 1):
+        kannel = next(
+            (r.get("accepted_per_s") for r in runs if r.get("peer") == "kannel" and not r.get("skipped")), None
+        )
+        naive = next(
+            (r.get("accepted_per_s") for r in runs if r.get("peer") == "floor-naive" and not r.get("skipped")), None
+        )
+        rows = []
+        for r in runs:
+            if r.get("skipped"):
+                rows.append([r["stack"], "not run: " + r["skipped"], "", "", "", "", "", "", "", ""])
+                continue
+            acc = r.get("accepted_per_s")
+            rows.append(
+                [
+                    r["stack"],
+                    acc,
+                    _f(ratio(acc, kannel), 2),
+                    _f(ratio(acc, naive), 2),
+                    r.get("lat_p50_ms"),
+                    r.get("lat_p95_ms"),
+                    r.get("lat_p99_ms"),
+                    r.get("lat_max_ms"),
+                    _errors(r),
+                    r.get("cpu_us_per_accepted"),
+                ]
+            )
+        title = f"Round {i}" if len(rounds) > 1 else ""
+        table = _table(
+            [
+                "stack",
+                "accepted/s",
+                "× Kannel",
+                "× naive floor",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "max ms",
+                "errors",
+                "server CPU µs / accepted",
+            ],
+            rows,
+        )
+        out.append((f"**{title}**\n\n" if title else "") + table)
+    return "\n\n".join(out)
+
+
+def e2e_section(runs: list[dict[str, Any]]) -> str:
+    rows = []
+    for r in runs:
+        s, h = r.get("accept_to_simulator_ms") or {}, r.get("accept_to_webhook_ms") or {}
+        rows.append(
+            [
+                r["store"],
+                r.get("max_rate_per_s"),
+                f"{_f(r.get('offered_per_s'))} ({r.get('fraction', 0.5):g}×)",
+                r.get("accepted_per_s"),
+                r.get("lat_p50_ms"),
+                r.get("lat_p95_ms"),
+                r.get("lat_p99_ms"),
+                r.get("lat_max_ms"),
+                _errors(r),
+                s.get("p50"),
+                s.get("p99"),
+                h.get("p50"),
+                h.get("p99"),
+                r.get("measured_messages"),
+                r.get("messages_without_delivered_webhook"),
+                "timed out (120 s)" if r.get("drain_s") is None else r.get("drain_s"),
+            ]
+        )
+    return _table(
+        [
+            "store",
+            "max rate/s",
+            "offered/s",
+            "accepted/s",
+            "accept p50 ms",
+            "p95",
+            "p99",
+            "max",
+            "errors",
+            "→ simulator p50 ms",
+            "p99",
+            "→ webhook p50 ms",
+            "p99",
+            "messages",
+            "no webhook",
+            "drain s",
+        ],
+        rows,
+    )
+
+
+def kill9_section(runs: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            r["store"],
+            r["processes_killed"],
+            f"{r['kill_at_s']} s of {r['seconds']:g}",
+            r["accepted"],
+            r["final"],
+            r["delivered"],
+            r["lost"],
+            r["duplicated"],
+            r["unacked_stored"],
+            r["settle_s"],
+        ]
+        for r in runs
+        if not r.get("skipped")
+    ]
+    rows += [
+        [r.get("store", r.get("stack", "")), "not run: " + r["skipped"], "", "", "", "", "", "", "", ""]
+        for r in runs
+        if r.get("skipped")
+    ]
+    return _table(
+        [
+            "peer / store",
+            "killed",
+            "kill at",
+            "accepted",
+            "final state",
+            "delivered",
+            "lost",
+            "duplicated",
+            "stored but unacked",
+            "settle s",
+        ],
+        rows,
+    )
+
+
+def scale_section(rows_in: list[dict[str, Any]]) -> str:
+    rows = []
+    base = rows_in[0] if rows_in else None
+    for r in rows_in:
+
+        def cell(key: str, r: dict[str, Any] = r) -> str:
+            med = r[key]["median_ms"]
+            rel = ratio(med, base[key]["median_ms"]) if base else None
+            return f"{med:.2f} (p95 {r[key]['p95_ms']:.2f}; {rel:.2f}×)" if rel is not None else f"{med:.2f}"
+
+        rows.append(
+            [
+                r["messages"],
+                r["chats"],
+                cell("get_chats"),
+                cell("get_messages_first"),
+                f"{cell('get_messages_deep')} @ offset {r['deep_offset']:,}",
+                cell("send"),
+                r.get("rss_mb"),
+            ]
+        )
+    return _table(
+        [
+            "stored messages",
+            "chats",
+            "GET /chats ms",
+            "GET messages, first page ms",
+            "deep page ms",
+            "send ms (sequential)",
+            "server RSS MB",
+        ],
+        rows,
+    )
+
+
+def rss_section(r: dict[str, Any]) -> str:
+    table = _table(
+        [
+            "run",
+            "offered/s",
+            "accepted/s",
+            "messages in DB",
+            "RSS start MB",
+            "RSS early MB",
+            "RSS late MB",
+            "RSS max MB",
+        ],
+        [
+            [
+                f"{r['seconds']:g} s",
+                r["offered_per_s"],
+                r.get("accepted_per_s"),
+                r.get("messages_in_db"),
+                r.get("rss_start_mb"),
+                r.get("rss_early_mb"),
+                r.get("rss_late_mb"),
+                r.get("rss_max_mb"),
+            ]
+        ],
+    )
+    samples = r.get("samples") or []
+    step = max(1, len(samples) // 12)
+    series = ", ".join(f"{t:g} s: {mb:g}" for t, mb in samples[::step])
+    return table + f"\n\nRSS samples (MB): {series}"
+
+
+def profile_section(p: dict[str, Any]) -> str:
+    if p.get("error"):
+        return p["error"]
+    lines = [
+        f"py-spy, GIL-holding samples only ({p['samples']} samples); threads: "
+        + ", ".join(f"{k} {v} %" for k, v in p["threads"].items()),
+        "",
+        "Top self frames:",
+        "",
+    ]
+    lines += [f"- {pct} % `{f}`" for f, pct in p["self"][:15]]
+    lines += ["", "Top inclusive frames (openbloo / SQLAlchemy):", ""]
+    lines += [f"- {pct} % `{f}`" for f, pct in p["inclusive"][:20]]
+    return "\n".join(lines)
+
+
+def render(results: dict[str, Any]) -> str:
+    parts = [
+        "# openbloo benchmark run",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        machine_section(results["machine"]),
+    ]
+    if results.get("accept"):
+        parts += [
+            "",
+            "## Accepted sends, closed loop (wrk, same load shape for every stack)",
+            "",
+            accept_section(results["accept"]),
+        ]
+    if results.get("e2e"):
+        parts += [
+            "",
+            "## Fixed offered rate (half the maximum) and end-to-end latency",
+            "",
+            e2e_section(results["e2e"]),
+        ]
+    if results.get("kill9"):
+        parts += ["", "## kill -9 under load", "", kill9_section(results["kill9"])]
+    if results.get("scale"):
+        parts += ["", "## Scale (SQLite): reads and a send over stored history", "", scale_section(results["scale"])]
+    if results.get("rss"):
+        parts += ["", "## Resident memory over a long run", "", rss_section(results["rss"])]
+    if results.get("profile"):
+        parts += [
+            "",
+            "## Profile of the send path (openbloo, SQLite, accept run)",
+            "",
+            profile_section(results["profile"]),
+        ]
+    if results.get("notes"):
+        parts += ["", "## Notes", ""] + [f"- {n}" for n in results["notes"]]
+    return "\n".join(parts) + "\n"

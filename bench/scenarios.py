@@ -1,0 +1,608 @@
+"""The scenarios of ``python -m bench run``: each starts what it measures, measures it, stops it, and returns
+plain data (dicts) for the report. See bench/README.md for what each one means.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.harness import Deployment, PgDatabase, Proc, free_port, log, pg_available, run_wrk
+from bench.probe import run_probe
+from bench.stats import summarize
+
+FINAL = ("delivered", "failed", "cancelled")
+KEY_RE = re.compile(r"^b(\d{16})x")
+
+
+@dataclass
+class Ctx:
+    out: Path
+    quick: bool
+    secs: float
+    conns: int
+    warm: float
+    peers: Path | None
+    pg_url: str
+    cache: Path
+    profile: bool
+    seed: int
+    rss_secs: float
+    baseline_src: Path | None = None
+    warm_chats_secs: float = 0.0
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def workdir(self, name: str) -> Path:
+        path = self.out / "work" / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+
+# -- stores ----------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def deployment(ctx: Ctx, store: str, name: str, **kw: Any) -> Iterator[Deployment]:
+    """A fresh database and an openbloo deployment on it: ``sqlite`` (one serve) or ``pg`` (2 API + 1 worker)."""
+    work = ctx.workdir(name)
+    if store == "sqlite":
+        dep = Deployment(f"sqlite:///{work / 'openbloo.db'}", work, **kw)
+        try:
+            yield dep
+        finally:
+            dep.stop()
+    elif store == "pg":
+        with PgDatabase(ctx.pg_url) as db:
+            kw.setdefault("layout", "split")
+            dep = Deployment(db.url, work, **kw)
+            try:
+                yield dep
+            finally:
+                dep.stop()
+    else:
+        raise ValueError(store)
+
+
+def query(dep: Deployment, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """A read straight from the deployment's database (qmark style; translated for PostgreSQL)."""
+    url = dep.database_url
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(f"file:{url.split(':///', 1)[1]}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        if params:
+            return [tuple(r) for r in conn.execute(sql.replace("?", "%s"), params).fetchall()]  # type: ignore[arg-type]
+        return [tuple(r) for r in conn.execute(sql).fetchall()]  # type: ignore[arg-type]
+
+
+def cpu_run(dep: Deployment, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    per0 = {p.name: p.cpu_seconds() for p in dep.procs}
+    c0, t0 = dep.cpu_seconds(), time.monotonic()
+    result = fn()
+    cpu = dep.cpu_seconds() - c0
+    result["server_cpu_s_by_process"] = {p.name: round(p.cpu_seconds() - per0.get(p.name, 0), 2) for p in dep.procs}
+    result["server_cpu_s"] = round(cpu, 2)
+    result["server_cpu_cores"] = round(cpu / max(1e-6, time.monotonic() - t0), 2)
+    ok = result.get("ok") or 0
+    result["cpu_us_per_accepted"] = round(cpu * 1e6 / ok, 1) if ok else None
+    return result
+
+
+# -- accept: closed-loop throughput ----------------------------------------------------------------------------
+
+
+def openbloo_accept(
+    ctx: Ctx, store: str, layout: str | None = None, *, baseline: bool = False, warm_chats: bool = False
+) -> dict[str, Any]:
+    """wrk, ``ctx.conns`` connections, ``ctx.secs`` seconds, the realistic mix, against a fresh database."""
+    kw: dict[str, Any] = {}
+    if layout == "split-sqlite":  # the API in one process, the workers in another, one SQLite file
+        kw.update(layout="split", api_processes=1, workers=1)
+    elif layout:
+        kw["layout"] = layout
+    if baseline:
+        kw["src"] = ctx.baseline_src
+    name = f"accept-{store}-{layout or 'default'}{'-baseline' if baseline else ''}{'-warmchats' if warm_chats else ''}"
+    with deployment(ctx, store, name, **kw) as dep:
+        dep.start()
+        label = {"serve": "serve (API + workers)", "serve-api": "serve --no-workers (accept only)"}.get(
+            dep.layout, f"{dep.api_processes} API + {dep.workers} worker processes"
+        )
+        log(f"accept: openbloo {store} {label}")
+        url = dep.url
+        known = None
+        if warm_chats and ctx.warm_chats_secs:
+            # Steady state: every one of the 10,000 chats gets a message first (in order), then the mix runs.
+            run_wrk(url, conns=ctx.conns, secs=ctx.warm_chats_secs, env=dep.wrk_env(PREFIX="w", MIX="warm"))
+            known = query(dep, "SELECT count(*) FROM chats")[0][0]
+        if ctx.warm:
+            run_wrk(url, conns=ctx.conns, secs=ctx.warm, env=dep.wrk_env(PREFIX="w"))
+        profiled = ctx.profile and store == "sqlite" and dep.layout == "serve" and not baseline
+        spy = _start_profile(ctx, dep, name) if profiled else None
+        res = cpu_run(
+            dep,
+            lambda: run_wrk(
+                url, conns=ctx.conns, secs=ctx.secs, env=dep.wrk_env(PREFIX="b"), out=ctx.out / f"{name}.wrk"
+            ),
+        )
+        if spy is not None:
+            res["profile"] = _finish_profile(ctx, spy, name)
+        rows = query(dep, "SELECT count(*) FROM messages WHERE text LIKE 'b%'")[0][0]
+        jobs = query(dep, "SELECT count(*) FROM delivery_jobs")[0][0]
+        events = query(dep, "SELECT count(*) FROM events WHERE type = 'message.queued'")[0][0]
+        tree = " (baseline tree)" if baseline else ""
+        steady = f", {known:,} chats known before the run" if known is not None else ""
+        res.update(
+            chats_known_before=known,
+            stack=f"openbloo{tree} {store}, {label}{steady}",
+            store=store,
+            baseline=baseline,
+            layout=dep.layout,
+            rows_in_db=rows,
+            jobs_in_db=jobs,
+            queued_events_in_db=events,
+        )
+        return res
+
+
+def _start_profile(ctx: Ctx, dep: Deployment, name: str) -> tuple[subprocess.Popen[bytes], Path] | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists() and shutil.which("py-spy") is None:
+        log("profile: py-spy not installed (pip install py-spy); skipped")
+        return None
+    raw = ctx.out / f"{name}.pyspy.txt"
+    secs = max(2, int(ctx.secs) - 2)
+    cmd = [
+        spy,
+        "record",
+        "-p",
+        str(dep.procs[0].pid),
+        "-d",
+        str(secs),
+        "-r",
+        "250",
+        "--gil",
+        "-f",
+        "raw",
+        "-o",
+        str(raw),
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), raw
+
+
+def _finish_profile(ctx: Ctx, spy: tuple[subprocess.Popen[bytes], Path], name: str) -> dict[str, Any]:
+    proc, raw = spy
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        proc.wait(10)
+    if not raw.exists():
+        return {"error": "py-spy wrote no profile (it needs ptrace rights: run as root or allow ptrace)"}
+    return summarize_profile(raw)
+
+
+def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
+    """Top frames of a py-spy raw (collapsed) profile: self time, inclusive time, and by thread."""
+    self_c: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n_s = line.rstrip().rpartition(" ")
+        if not stack or not n_s.isdigit():
+            continue
+        n = int(n_s)
+        total += n
+        frames = stack.split(";")
+        threads["writer thread" if "Writer._loop" in stack else "event loop" if "Runner.run" in stack else "other"] += n
+        self_c[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    pct = lambda c: round(100.0 * c / total, 1) if total else 0.0  # noqa: E731
+    return {
+        "samples": total,
+        "raw": str(raw),
+        "threads": {k: pct(v) for k, v in threads.most_common()},
+        "self": [(f, pct(c)) for f, c in self_c.most_common(top)],
+        "inclusive": [(f, pct(c)) for f, c in incl.most_common(top * 3) if "openbloo/" in f or "sqlalchemy" in f][:top],
+    }
+
+
+# -- peers ---------------------------------------------------------------------------------------------------
+
+
+PEER_RUNS = {
+    "kannel": ("kannel/run_kannel_bench.sh", {"STORE_TYPE": "file"}, "Kannel 1.4.5, store-type = file"),
+    "floor-naive": ("floor/run_floor_bench.sh", {"DB": "sqlite"}, "floor: FastAPI + Pydantic, commit per request"),
+    "floor-lean": (
+        "floor/run_gc_bench.sh",
+        {"APP": "app", "SERVER": "uvicorn"},
+        "floor: raw ASGI + msgspec + group commit (uvicorn)",
+    ),
+    "floor-litestar": (
+        "floor/run_gc_bench.sh",
+        {"APP": "litestar_app", "SERVER": "uvicorn"},
+        "floor: Litestar + msgspec + group commit",
+    ),
+}
+
+
+def peer(ctx: Ctx, name: str) -> dict[str, Any]:
+    script, env, label = PEER_RUNS[name]
+    out: dict[str, Any] = {"stack": label, "peer": name}
+    if ctx.peers is None:
+        return {**out, "skipped": "no peers directory (--peers DIR or OPENBLOO_BENCH_PEERS)"}
+    if name == "kannel" and not Path("/usr/sbin/bearerbox").exists():
+        return {**out, "skipped": "Kannel is not installed (bash $PEERS/kannel/setup_kannel.sh)"}
+    floor_venv = Path(os.environ.get("FLOOR_VENV", "/tmp/openbloo-peers/venv-floor"))
+    if name.startswith("floor") and not (floor_venv / "bin" / "uvicorn").exists():
+        return {**out, "skipped": f"no floor venv at {floor_venv} (bash $PEERS/floor/setup_floor.sh)"}
+    run_dir = ctx.out / "peers" / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    full_env = {
+        **os.environ,
+        **env,
+        "SECS": f"{ctx.secs:g}",
+        "CONNS": str(ctx.conns),
+        "WARM_SECS": f"{max(0, int(ctx.warm)):d}",
+        "RUN": str(run_dir / "run"),
+        "FLOOR_VENV": str(floor_venv),
+    }
+    log(f"accept: peer {name}")
+    done = subprocess.run(
+        ["bash", str(ctx.peers / script)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=ctx.secs + ctx.warm + 420,
+        check=False,
+    )
+    (run_dir / "stdout.txt").write_text(done.stdout + "\n--- stderr\n" + done.stderr)
+    for line in reversed(done.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            res = json.loads(line)
+            cpu = sum(float(res.get(k) or 0) for k in ("cpu_bearerbox_s", "cpu_smsbox_s", "cpu_server_s"))
+            if cpu and res.get("ok"):
+                res["cpu_us_per_accepted"] = round(cpu * 1e6 / res["ok"], 1)
+            return {**res, **out}
+    return {**out, "skipped": f"{script} printed no result (exit {done.returncode}); see {run_dir}/stdout.txt"}
+
+
+# -- fixed offered rate + end-to-end latency -----------------------------------------------------------------
+
+
+def e2e(ctx: Ctx, store: str, max_rate: float, fraction: float = 0.5) -> dict[str, Any]:
+    """A fraction (half) of the maximum rate, offered on a fixed schedule, with a status webhook to a receiver."""
+    rate = max(5.0, max_rate * fraction)
+    secs = ctx.secs
+    with deployment(ctx, store, f"e2e-{store}-{fraction:g}") as dep:
+        rport = free_port()
+        records = dep.workdir / "webhooks.csv"
+        receiver = Proc(
+            "receiver",
+            [
+                sys.executable,
+                "-m",
+                "bench.receiver",
+                "--port",
+                str(rport),
+                "--out",
+                str(records),
+                "--max-seconds",
+                str(int(secs + 400)),
+            ],
+            env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            cwd=dep.workdir,
+            log_dir=dep.workdir / "logs",
+        )
+        try:
+            dep.start()
+            log(f"e2e: openbloo {store} at {rate:.0f}/s offered ({fraction:g} of {max_rate:.0f}/s)")
+            hook = httpx.post(
+                f"{dep.url}/v2/api/webhooks",
+                json={"webhook_url": f"http://127.0.0.1:{rport}/hook", "webhook_type": "status"},
+                headers={"Authorization": f"Bearer {dep.api_key}"},
+                timeout=10,
+            )
+            hook.raise_for_status()
+            if ctx.warm:
+                run_wrk(dep.url, conns=ctx.conns, secs=ctx.warm, env=dep.wrk_env(PREFIX="w", RATE=f"{rate:.1f}"))
+            res = cpu_run(
+                dep,
+                lambda: run_wrk(
+                    dep.url,
+                    conns=ctx.conns,
+                    secs=secs,
+                    env=dep.wrk_env(PREFIX="b", RATE=f"{rate:.1f}"),
+                    out=ctx.out / f"e2e-{store}.wrk",
+                ),
+            )
+            drained = _wait_drained(dep, timeout=120)
+            time.sleep(1.0)
+        finally:
+            receiver.stop()
+        res.update(_e2e_latencies(dep, records))
+        res.update(
+            store=store,
+            fraction=fraction,
+            offered_per_s=round(rate, 1),
+            max_rate_per_s=round(max_rate, 1),
+            drain_s=drained,
+        )
+        return res
+
+
+def _wait_drained(dep: Deployment, timeout: float) -> float | None:
+    """Seconds until every measured message is final and no webhook delivery is pending (None: timed out)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        open_msgs = query(dep, "SELECT count(*) FROM messages WHERE status IN ('queued', 'sent')")[0][0]
+        pending = query(dep, "SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'")[0][0]
+        if open_msgs == 0 and pending == 0:
+            return round(time.monotonic() - t0, 1)
+        time.sleep(0.5)
+    return None
+
+
+def _e2e_latencies(dep: Deployment, records: Path) -> dict[str, Any]:
+    from openbloo.transports.simulator import read_log
+
+    sent_us: dict[str, int] = {}
+    for mid, text in query(dep, "SELECT id, text FROM messages WHERE text LIKE 'b%'"):
+        m = KEY_RE.match(text or "")
+        if m:
+            sent_us[mid] = int(m.group(1))
+    handoff_ms: dict[str, int] = {}
+    for entry in read_log(dep.sim_state):
+        if entry["outcome"] == "sent" and entry["message_id"] in sent_us:
+            handoff_ms.setdefault(entry["message_id"], int(entry["at"]))
+    webhook_us: dict[str, int] = {}
+    events: Counter[str] = Counter()
+    if records.exists():
+        for line in records.read_text().splitlines():
+            recv, event, mid = line.split(",", 2)
+            events[event] += 1
+            if event == "message.delivered" and mid in sent_us:
+                webhook_us.setdefault(mid, int(recv))
+    to_sim = [handoff_ms[m] - sent_us[m] / 1000 for m in handoff_ms]
+    to_hook = [(webhook_us[m] - sent_us[m]) / 1000 for m in webhook_us]
+    return {
+        "measured_messages": len(sent_us),
+        "accept_to_simulator_ms": summarize(to_sim),
+        "accept_to_webhook_ms": summarize(to_hook),
+        "webhook_events": dict(events),
+        "messages_without_delivered_webhook": len(sent_us) - len(webhook_us),
+    }
+
+
+# -- durability under kill -9 ------------------------------------------------------------------------------
+
+
+def kill9(ctx: Ctx, store: str, seconds: float) -> dict[str, Any]:
+    rnd = random.Random(ctx.seed)
+    kill_at = round(rnd.uniform(0.25, 0.6) * seconds, 2)
+    with deployment(ctx, store, f"kill9-{store}") as dep:
+        dep.start()
+        victims = ", ".join(p.name for p in dep.procs)
+        log(f"kill9: openbloo {store}: probe {seconds:g} s, kill -9 of {victims} at {kill_at} s")
+        box: dict[str, Any] = {}
+        probe = threading.Thread(target=lambda: box.update(r=run_probe(dep.port, dep.api_key, seconds=seconds)))
+        probe.start()
+        time.sleep(kill_at)
+        accepted_before = sum(1 for _ in query(dep, "SELECT 1 FROM messages WHERE text LIKE 'k%'"))
+        dep.kill9()
+        time.sleep(1.0)
+        dep.start()
+        probe.join(seconds + 60)
+        result = box["r"]
+        ids = set(result.accepted)
+        t0 = time.monotonic()
+        statuses: dict[str, str] = {}
+        while time.monotonic() - t0 < 240:
+            statuses = dict(query(dep, "SELECT id, status FROM messages WHERE text LIKE 'k%'"))  # type: ignore[arg-type]
+            if all(statuses.get(i) in FINAL for i in ids):
+                break
+            time.sleep(1.0)
+        settle_s = round(time.monotonic() - t0, 1)
+        from openbloo.transports.simulator import read_log
+
+        sent = Counter(e["message_id"] for e in read_log(dep.sim_state) if e["outcome"] == "sent")
+        final = {i for i in ids if statuses.get(i) in FINAL}
+        delivered = {i for i in ids if statuses.get(i) == "delivered"}
+        return {
+            "store": store,
+            "processes_killed": victims,
+            "seconds": seconds,
+            "kill_at_s": kill_at,
+            "stored_before_kill": accepted_before,
+            "accepted": len(ids),
+            "final": len(final),
+            "delivered": len(delivered),
+            "handed_to_simulator": sum(1 for i in ids if sent.get(i)),
+            "lost": len(ids - final),
+            "lost_examples": sorted(ids - final)[:5],
+            "duplicated": sum(1 for i in sent if sent[i] > 1 and i in statuses),
+            "unacked_stored": len(set(statuses) - ids),
+            "settle_s": settle_s,
+            "probe": {
+                "sent": result.sent,
+                "non2xx": result.non2xx,
+                "conn_errors": result.conn_errors,
+                "timeouts": result.timeouts,
+                "ok_per_s": result.ok_per_s,
+            },
+        }
+
+
+# -- scale: reads and a send over stored history -----------------------------------------------------------
+
+
+def _time_requests(fn: Callable[[], httpx.Response], n: int, warm: int = 5) -> dict[str, Any]:
+    for _ in range(warm):
+        fn().raise_for_status()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = fn()
+        times.append((time.perf_counter() - t0) * 1000)
+        r.raise_for_status()
+    s = summarize(times)
+    return {"median_ms": round(statistics.median(times), 2), "p95_ms": s["p95"], "max_ms": s["max"], "n": n}
+
+
+def _measure_reads(dep: Deployment, meta: dict[str, Any], deep: int, reps: int) -> dict[str, Any]:
+    hot, some = meta["hot_chat"].replace("+", "%2B"), meta["some_chat"].replace("+", "%2B")
+    seq = iter(range(10**9))
+    auth = {"Authorization": f"Bearer {dep.api_key}"}
+    with httpx.Client(base_url=f"{dep.url}/v2/api", headers=auth, timeout=30) as c:
+        return {
+            "get_chats": _time_requests(lambda: c.get("/chats", params={"limit": 50}), reps),
+            "get_messages_first": _time_requests(lambda: c.get(f"/chats/{hot}/messages", params={"limit": 50}), reps),
+            "get_messages_deep": _time_requests(
+                lambda: c.get(f"/chats/{hot}/messages", params={"limit": 50, "offset": deep}), reps
+            ),
+            "send": _time_requests(
+                lambda: c.post(f"/chats/{some}/messages", json={"text": f"scale probe {next(seq)}"}), reps
+            ),
+        }
+
+
+def scale(ctx: Ctx, sizes: list[int]) -> list[dict[str, Any]]:
+    from bench.dataset import cached_sqlite
+
+    out = []
+    for n in sizes:
+        db, meta = cached_sqlite(ctx.cache, n)
+        work = ctx.workdir(f"scale-{n}")
+        copy = work / "openbloo.db"
+        shutil.copyfile(db, copy)
+        dep = Deployment(f"sqlite:///{copy}", work, api_key=meta["api_key"])
+        try:
+            dep.start()
+            log(f"scale: {n} stored messages")
+            deep = max(0, meta["hot_chat_messages"] - 50)
+            row: dict[str, Any] = {
+                "messages": n,
+                "chats": meta["chats"],
+                "hot_chat_messages": meta["hot_chat_messages"],
+                "deep_offset": deep,
+                "generate_s": meta.get("generate_s"),
+            }
+            row.update(_measure_reads(dep, meta, deep, 30 if ctx.quick else 60))
+            row["rss_mb"] = round(dep.rss_kb() / 1024, 1)
+            out.append(row)
+        finally:
+            dep.stop()
+            shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+# -- resident memory over a long run -----------------------------------------------------------------------
+
+
+def rss(ctx: Ctx, rate: float, seconds: float) -> dict[str, Any]:
+    with deployment(ctx, "sqlite", "rss") as dep:
+        dep.start()
+        log(f"rss: openbloo sqlite for {seconds:g} s at {rate:.0f}/s offered")
+        box: dict[str, Any] = {}
+        load = threading.Thread(
+            target=lambda: box.update(
+                r=run_wrk(dep.url, conns=ctx.conns, secs=seconds, env=dep.wrk_env(PREFIX="r", RATE=f"{rate:.1f}"))
+            )
+        )
+        t0 = time.monotonic()
+        load.start()
+        samples: list[tuple[float, float]] = []
+        step = 5.0 if seconds <= 120 else 10.0
+        while load.is_alive():
+            samples.append((round(time.monotonic() - t0, 1), round(dep.rss_kb() / 1024, 1)))
+            load.join(step)
+        wrk = box.get("r", {})
+        rows = query(dep, "SELECT count(*) FROM messages")[0][0]
+        after_warm = [mb for t, mb in samples if t >= min(60.0, seconds / 4)]
+        first, last = after_warm[: max(1, len(after_warm) // 10)], after_warm[-max(1, len(after_warm) // 10) :]
+        return {
+            "seconds": seconds,
+            "offered_per_s": round(rate, 1),
+            "accepted_per_s": wrk.get("accepted_per_s"),
+            "non2xx": wrk.get("non2xx"),
+            "lat_p99_ms": wrk.get("lat_p99_ms"),
+            "messages_in_db": rows,
+            "rss_start_mb": samples[0][1] if samples else None,
+            "rss_early_mb": round(statistics.mean(first), 1) if first else None,
+            "rss_late_mb": round(statistics.mean(last), 1) if last else None,
+            "rss_max_mb": max(mb for _, mb in samples) if samples else None,
+            "samples": samples,
+        }
+
+
+def check_pg(ctx: Ctx) -> str | None:
+    return pg_available(ctx.pg_url)
+
+
+def kannel_kill9(ctx: Ctx, seconds: float) -> dict[str, Any]:
+    """Kannel's own kill -9 run (the peers' kannel_kill9.sh): bearerbox killed under load, file store."""
+    assert ctx.peers is not None
+    kill_at = round(random.Random(ctx.seed).uniform(0.25, 0.6) * seconds, 2)
+    run_dir = ctx.out / "peers" / "kannel-kill9"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "KILL": "bearerbox",
+        "STORE_TYPE": "file",
+        "SECS": f"{int(seconds)}",
+        "KILL_AT": f"{max(1, int(kill_at))}",
+        "RUN": str(run_dir / "run"),
+    }
+    log(f"kill9: Kannel, bearerbox killed at {int(kill_at)} s of {int(seconds)}")
+    done = subprocess.run(
+        ["bash", str(ctx.peers / "kannel/kannel_kill9.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 600,
+        check=False,
+    )
+    (run_dir / "stdout.txt").write_text(done.stdout + "\n--- stderr\n" + done.stderr)
+    for line in reversed(done.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            r = json.loads(line)
+            return {
+                "store": "Kannel 1.4.5 (store-type = file)",
+                "processes_killed": "bearerbox",
+                "seconds": seconds,
+                "kill_at_s": int(kill_at),
+                "accepted": r["accepted"],
+                "final": r["delivered_unique"],
+                "delivered": r["delivered_unique"],
+                "lost": r["lost"],
+                "duplicated": r["duplicates"],
+                "unacked_stored": r.get("unacked_delivered", 0),
+                "settle_s": None,
+                "raw": r,
+            }
+    return {"store": "Kannel", "skipped": f"kannel_kill9.sh printed no result (exit {done.returncode})"}

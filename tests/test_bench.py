@@ -1,0 +1,71 @@
+"""The benchmark harness itself: its percentile math, its tables, and one very short accept run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from bench import scenarios as sc
+from bench.report import accept_section, render
+from bench.stats import percentile, ratio, summarize
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = sorted(float(v) for v in range(1, 101))  # 1..100
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 95) == 95.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile(values, 0) == 1.0
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) is None
+    with pytest.raises(ValueError):
+        percentile(values, 101)
+
+
+def test_summary_and_ratio() -> None:
+    s = summarize([3.0, 1.0, 2.0, 10.0])
+    assert s == {"count": 4, "p50": 2.0, "p95": 10.0, "p99": 10.0, "max": 10.0}
+    assert summarize([])["p50"] is None
+    assert ratio(7700, 15400) == 0.5
+    assert ratio(1, 0) is None and ratio(None, 3) is None
+
+
+def test_accept_table_shows_ratios_to_kannel_and_the_naive_floor() -> None:
+    runs = [
+        {"stack": "Kannel", "peer": "kannel", "accepted_per_s": 10000.0, "lat_p99_ms": 3.0},
+        {"stack": "naive", "peer": "floor-naive", "accepted_per_s": 4000.0},
+        {"stack": "openbloo", "accepted_per_s": 5000.0, "non2xx_by_status": {"429": 3}, "socket_errors": 1},
+        {"stack": "Litestar", "peer": "floor-litestar", "skipped": "no floor venv"},
+    ]
+    table = accept_section([runs])
+    row = next(line for line in table.splitlines() if line.startswith("| openbloo"))
+    assert "| 0.50 | 1.25 |" in row
+    assert "429: 3, socket: 1" in row
+    assert "not run: no floor venv" in table
+    text = render({"command": "python -m bench run", "machine": {"cores": 2}, "accept": [runs], "notes": ["x"]})
+    assert "## Accepted sends" in text and "- x" in text
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (Debian package 'wrk')")
+def test_a_two_second_accept_run_reports_accepted_sends_and_their_rows(tmp_path: Path) -> None:
+    ctx = sc.Ctx(
+        out=tmp_path,
+        quick=True,
+        secs=2,
+        conns=4,
+        warm=0,
+        peers=None,
+        pg_url="",
+        cache=tmp_path / "cache",
+        profile=False,
+        seed=1,
+        rss_secs=1,
+    )
+    r = sc.openbloo_accept(ctx, "sqlite", "serve-api")
+    assert r["ok"] > 0 and r["non2xx"] == 0
+    assert r["accepted_per_s"] > 0 and r["lat_p99_ms"] >= r["lat_p50_ms"] > 0
+    # Every accepted request committed its messages (text arrays fan out to 3), jobs and queued events.
+    assert r["rows_in_db"] >= r["ok"]
+    assert r["jobs_in_db"] == r["queued_events_in_db"] >= r["rows_in_db"]
