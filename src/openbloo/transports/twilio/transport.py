@@ -57,6 +57,7 @@ from openbloo.transports.twilio.callbacks import (
     parse_status_callback,
     verify_signature,
 )
+from openbloo.transports.twilio.checks import check_account
 from openbloo.transports.twilio.client import (
     TwilioClient,
     TwilioError,
@@ -81,12 +82,6 @@ TRIAL_PREFIX = "Sent from your Twilio trial account - "
 
 # The id of the openbloo message already holding a MessageSid, or None (see the module docstring).
 Claimed = ProviderIdOwner
-
-
-def _report(reachable: bool, usable: bool, summary: str, details: list[str]) -> DeviceCheck:
-    """A check in the contract's shape: the summary first, then the details. ``usable`` means the account
-    accepts the credentials *and* can send from this number."""
-    return DeviceCheck(reachable, usable, (summary, *details))
 
 
 def callback_url_for(status_callback_url: str, message_id: str) -> str:
@@ -408,46 +403,7 @@ class TwilioTransport(Transport):
 
     # -- probing -------------------------------------------------------------------------------------------
     async def check(self) -> DeviceCheck:
-        host = self.client.host
-        try:
-            account = await self.client.fetch_account()
-        except TwilioError as exc:
-            if exc.http_status is None:
-                return _report(False, False, f"Twilio cannot be reached at {host}.", [str(exc)])
-            if exc.http_status in (401, 403):
-                return _report(
-                    True,
-                    False,
-                    f"Twilio at {host} refused the credentials of account {self.account_sid}.",
-                    [str(exc), f"Auth token in use: {mask_secret(self._auth_token)}"],
-                )
-            return _report(True, False, f"Twilio at {host} answered the account check with an error.", [str(exc)])
-        status = str(account.get("status") or "unknown")
-        name = account.get("friendly_name") or self.account_sid
-        details = [f"Account {self.account_sid} ({name}) is {status}; type {account.get('type') or 'unknown'}."]
-        ok = status == "active"
-        try:
-            number = await self.client.find_incoming_number(self.phone_number)
-        except TwilioError as exc:
-            details.append(f"Could not confirm that {self.phone_number} is on the account: {exc}")
-        else:
-            caps = (number or {}).get("capabilities") or {}
-            if number is None:
-                ok = False
-                details.append(f"{self.phone_number} is not a phone number of this account.")
-            elif caps.get("sms") is False:
-                ok = False
-                details.append(f"{self.phone_number} is on the account but cannot send SMS.")
-            else:
-                mms = "and MMS" if caps.get("mms") else "(no MMS)"
-                details.append(f"{self.phone_number} is on the account and can send SMS {mms}.")
-        if ok:
-            summary = f"Twilio works: account {name} is active and can send from {self.phone_number}."
-        elif status != "active":
-            summary = f"Twilio answers, but account {name} is {status}: it cannot send."
-        else:
-            summary = f"Twilio answers and accepts the credentials, but {self.phone_number} cannot send from it."
-        return _report(True, ok, summary, details)
+        return await check_account(self.client, self.account_sid, self._auth_token, self.phone_number)
 
 
 async def check_number(
