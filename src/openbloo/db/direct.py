@@ -79,6 +79,10 @@ class Direct:
 
 
 _cache: dict[tuple[Any, ...], Direct | None] = {}
+# Keyed by the statement object: the hot path's statements are module-level constants and hit every time,
+# but a statement built per call (a rare one-off update) would add an entry per call. Bounded, so such
+# callers cost a compile, never memory that grows with uptime.
+MAX_COMPILED = 1024
 
 
 def compile_direct(stmt: Executable, dialect: Any, keys: Sequence[str] | None = None) -> Direct | None:
@@ -89,6 +93,8 @@ def compile_direct(stmt: Executable, dialect: Any, keys: Sequence[str] | None = 
     except KeyError:
         pass
     direct = _build(stmt, dialect, keys)
+    if len(_cache) >= MAX_COMPILED:
+        _cache.clear()
     _cache[cache_key] = direct
     return direct
 
