@@ -140,7 +140,7 @@ def openbloo_accept(
             known = query(dep, "SELECT count(*) FROM chats")[0][0]
         if ctx.warm:
             run_wrk(url, conns=ctx.conns, secs=ctx.warm, env=dep.wrk_env(PREFIX="w"))
-        profiled = ctx.profile and store == "sqlite" and dep.layout == "serve" and not baseline
+        profiled = ctx.profile and store == "sqlite" and dep.layout in ("serve", "serve-api") and not baseline
         spy = _start_profile(ctx, dep, name) if profiled else None
         res = cpu_run(
             dep,

@@ -28,6 +28,9 @@ ORDER_MESSAGES, ORDER_JOBS, ORDER_IDEMPOTENCY = 60, 70, 90  # events: 80 (events
 _CONTACT_BY_IDENTIFIER = select(m.contacts.c.id).where(
     m.contacts.c.organization_id == bindparam("org"), m.contacts.c.identifier == bindparam("identifier")
 )
+_CONTACT_ID_NAME = select(m.contacts.c.id, m.contacts.c.name).where(
+    m.contacts.c.organization_id == bindparam("org"), m.contacts.c.identifier == bindparam("identifier")
+)
 _CHAT_BY_KEY = select(
     m.chats.c.id, m.chats.c.type, m.chats.c.contact_id, m.chats.c.group_id, m.chats.c.last_number_id
 ).where(m.chats.c.organization_id == bindparam("org"), m.chats.c.chat_key == bindparam("key"))
@@ -42,6 +45,9 @@ _UNNAMED_GROUPS = select(_g.c.id, _g.c.number_id).where(
     _g.c.participants_key == bindparam("participants"),
     _g.c.auto_key.is_not(None),
     _g.c.deleted_at.is_(None),
+)
+_GROUP_BY_ID = select(_g.c.id, _g.c.name, _g.c.chat_guid, _g.c.number_id, _g.c.auto_key).where(
+    _g.c.organization_id == bindparam("org"), _g.c.id == bindparam("group"), _g.c.deleted_at.is_(None)
 )
 _GROUP_MEMBERS = (
     select(m.group_members.c.identifier)
@@ -113,6 +119,15 @@ def ensure_contact(batch: Batch, org_id: str, handle: Handle, now: int) -> str:
         )
     batch.remember(key, contact_id)
     return contact_id
+
+
+def contact_card(batch: Batch, org_id: str, identifier: str) -> tuple[str | None, str | None]:
+    """(contact id, name) of a handle: stored, or created earlier in this batch (no name yet), or (None, None)."""
+    row = batch.first(_CONTACT_ID_NAME, {"org": org_id, "identifier": identifier})
+    if row is not None:
+        return str(row[0]), row[1]
+    pending = batch.recall(("contact", org_id, identifier))
+    return (str(pending) if pending is not None else None), None
 
 
 # -- chats ---------------------------------------------------------------------------------------------------
@@ -188,22 +203,11 @@ def load_group(batch: Batch, org_id: str, group_id: str) -> GroupRef | None:
     cached = batch.recall(key)
     if cached is not None:
         return cached
-    g = m.groups
-    row = batch.conn.execute(
-        select(g.c.id, g.c.name, g.c.chat_guid, g.c.number_id, g.c.auto_key).where(
-            g.c.organization_id == org_id, g.c.id == group_id, g.c.deleted_at.is_(None)
-        )
-    ).first()
+    row = batch.first(_GROUP_BY_ID, {"org": org_id, "group": group_id})
     if row is None:
         return None
-    ref = GroupRef(
-        row.id,
-        row.name,
-        row.chat_guid,
-        row.number_id,
-        _group_members(batch, row.id),
-        row.auto_key is not None,
-    )
+    gid, name, chat_guid, number_id, auto_key = row
+    ref = GroupRef(gid, name, chat_guid, number_id, _group_members(batch, gid), auto_key is not None)
     batch.remember(key, ref)
     return ref
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -11,6 +12,18 @@ from openbloo.config import DatabaseUrls
 
 # Long enough for the CLI and a running server to take turns on one SQLite file without "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_json_encode = msgspec.json.Encoder().encode
+
+
+def _json_dumps(value: Any) -> str:
+    # JSON columns (event payloads, message options, metadata) are encoded on every send; the standard
+    # library's encoder was 5 % of the send path's CPU, msgspec's costs a fraction of that.
+    return _json_encode(value).decode()
+
+
+# Passed to every engine: the same encoding whichever process or engine wrote a row.
+JSON_CODEC: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": msgspec.json.decode}
 
 
 def _sqlite_pragmas(synchronous: str) -> Any:
@@ -30,7 +43,7 @@ def make_sync_engine(urls: DatabaseUrls, *, synchronous: str = "NORMAL", pool_si
         if urls.sqlite_path.parent and not urls.sqlite_path.parent.exists():
             urls.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         # Pooled: the writer thread keeps its connection (and its prepared-statement cache) across batches.
-        engine = create_engine(urls.sync, connect_args={"check_same_thread": False}, pool_size=pool_size)
+        engine = create_engine(urls.sync, connect_args={"check_same_thread": False}, pool_size=pool_size, **JSON_CODEC)
         event.listen(engine, "connect", _sqlite_pragmas(synchronous))
         # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take control of it.
         event.listen(engine, "connect", lambda c, _r: setattr(c, "isolation_level", None))
@@ -39,12 +52,14 @@ def make_sync_engine(urls: DatabaseUrls, *, synchronous: str = "NORMAL", pool_si
         # next to a busy server) committed in between: SQLite cannot upgrade a stale read snapshot.
         event.listen(engine, "begin", lambda c: c.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(urls.sync, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(urls.sync, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **JSON_CODEC)
 
 
 def make_async_engine(urls: DatabaseUrls, *, synchronous: str = "NORMAL", pool_size: int = 10) -> AsyncEngine:
     if urls.is_sqlite:
-        engine = create_async_engine(urls.async_, pool_size=pool_size, max_overflow=0)
+        engine = create_async_engine(urls.async_, pool_size=pool_size, max_overflow=0, **JSON_CODEC)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(synchronous))
         return engine
-    return create_async_engine(urls.async_, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        urls.async_, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **JSON_CODEC
+    )

@@ -17,19 +17,31 @@ from openbloo.db.writer import Batch
 _o = m.opt_outs
 # Transport error codes that mean "this recipient opted out of this number" (Twilio: replied STOP).
 OPTED_OUT_ERRORS = frozenset({"twilio_21610"})
-# Prebuilt: it runs on every send (a primary-key lookup).
-_OPTED_OUT = select(_o.c.handle).where(
-    _o.c.number_id == bindparam("number"), _o.c.handle.in_(bindparam("handles", expanding=True))
-)
+# Prebuilt, run on the driver cursor (Batch.first): the check runs on every send. An expanding IN cannot
+# run that way, and building it per call was 30 % of the accepting process's CPU.
+_ANY_OPTED_OUT = select(_o.c.handle).where(_o.c.number_id == bindparam("number")).limit(1)
+_OPTED_OUT = select(_o.c.handle).where(_o.c.number_id == bindparam("number"), _o.c.handle == bindparam("handle"))
+
+
+def _any_key(number_id: str) -> tuple[str, str]:
+    return ("opt_outs_any", number_id)
 
 
 def opted_out(batch: Batch, number_id: str, handles: Iterable[str]) -> list[str]:
     """Which of ``handles`` (normalized E.164 / e-mail) opted out of messages from ``number_id``."""
-    wanted = list(handles)
+    wanted = set(handles)
     if not wanted:
         return []
-    rows = batch.conn.execute(_OPTED_OUT, {"number": number_id, "handles": wanted})
-    return sorted(r.handle for r in rows)
+    # Most numbers have no opt-out at all: one probe per number per batch answers every send of the batch.
+    # Opt-outs recorded in this batch set the flag (record_opt_out), so a STOP earlier in the batch counts.
+    key = _any_key(number_id)
+    any_opted_out = batch.recall(key)
+    if any_opted_out is None:
+        any_opted_out = batch.first(_ANY_OPTED_OUT, {"number": number_id}) is not None
+        batch.remember(key, any_opted_out)
+    if not any_opted_out:
+        return []
+    return sorted(h for h in wanted if batch.first(_OPTED_OUT, {"number": number_id, "handle": h}) is not None)
 
 
 def record_opt_out(number_id: str, handle: str, at: int) -> Callable[[Batch], bool]:
@@ -43,6 +55,7 @@ def record_opt_out(number_id: str, handle: str, at: int) -> Callable[[Batch], bo
         if opted_out(batch, number_id, [handle]):
             return False
         batch.conn.execute(insert(_o).values(number_id=number_id, handle=handle, opted_out_at=at))
+        batch.remember(_any_key(number_id), True)
         return True
 
     return unit

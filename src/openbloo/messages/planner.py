@@ -356,18 +356,9 @@ def _check_mentions(request: SendRequest, address: ChatAddress, group: GroupRef 
 
 
 def _group_info(batch: Batch, org: str, group: GroupRef) -> dict[str, Any]:
-    c = m.contacts
-    contacts = {}
-    if group.participants:
-        rows = batch.conn.execute(
-            select(c.c.id, c.c.identifier, c.c.name).where(
-                c.c.organization_id == org, c.c.identifier.in_(group.participants)
-            )
-        )
-        contacts = {r.identifier: (r.id, r.name) for r in rows}
     participants = []
     for ident in group.participants:
-        contact_id, name = contacts.get(ident, (batch.recall(("contact", org, ident)), None))
+        contact_id, name = store.contact_card(batch, org, ident)
         participants.append({"contact_id": contact_id, "identifier": ident, "name": name})
     return {
         "group_id": group.id,
