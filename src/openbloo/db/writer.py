@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, Executable, Table, event, insert
 from sqlalchemy.sql.dml import Insert
 
 from openbloo.db.direct import compile_direct, dbapi_cursor
+from openbloo.db.engine import write_lock
 from openbloo.errors import ApiError
 
 log = logging.getLogger("openbloo.writer")
@@ -257,7 +258,7 @@ def run_units(engine: Engine, units: list[Unit[Any]], *, again: bool = True) -> 
     alone, one transaction each, so that one bad unit cannot fail its neighbours.
     """
     try:
-        with engine.begin() as conn:
+        with write_lock(engine), engine.begin() as conn:
             batch = Batch(conn)
             outcomes = [batch._run_unit(u) for u in units]
             batch.flush()
