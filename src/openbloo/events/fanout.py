@@ -141,7 +141,7 @@ def fan_out(batch: Batch, event: dict[str, Any]) -> int:
         batch.insert_later(
             m.webhook_deliveries,
             {
-                "id": new_id("dlv_"),
+                "id": new_id("dlv_", ordered=True),
                 "webhook_id": sub.id,
                 "event_id": event["id"],
                 "organization_id": event["organization_id"],

@@ -31,7 +31,7 @@ def record_event(
     number_id: str | None = None,
 ) -> dict[str, Any]:
     row = {
-        "id": new_id("evt_"),
+        "id": new_id("evt_", ordered=True),
         "organization_id": organization_id,
         "type": type,
         "message_id": message_id,

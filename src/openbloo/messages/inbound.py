@@ -132,7 +132,7 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
             batch.execute_later(
                 "conv_device_chat", CONVERSATION_DEVICE_CHAT, {"b_id": conv.id, "b_guid": msg.device_chat}
             )
-        message_id = new_id("msg_")
+        message_id = new_id("msg_", ordered=True)
         attachments = [dict(a) for a in msg.attachments] or None
         batch.insert_later(
             m.messages,

@@ -82,7 +82,7 @@ def new_outbound_row(
     **content: Any,
 ) -> dict[str, Any]:
     return {
-        "id": new_id("msg_"),
+        "id": new_id("msg_", ordered=True),
         "organization_id": org_id,
         "chat_id": chat.id,
         "conversation_id": conversation.id,

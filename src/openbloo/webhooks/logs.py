@@ -163,7 +163,7 @@ async def replay(
     original_event_id: str,
     timeout: float,
 ) -> tuple[AttemptRecord, HttpOutcome]:
-    replay_id = new_id("evt_")
+    replay_id = new_id("evt_", ordered=True)
     outcome = await post_event(
         client,
         resolver,
@@ -178,7 +178,7 @@ async def replay(
     )
     record = AttemptRecord(
         delivery_seq=0,
-        delivery_id=new_id("dlv_"),
+        delivery_id=new_id("dlv_", ordered=True),
         webhook_id=webhook.id,
         event_id=replay_id,
         url=webhook.url,
