@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import phonenumbers
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from openbloo.addressing import (
     MAX_PARTICIPANTS,
@@ -280,3 +283,12 @@ def test_repeated_parse_is_cached_and_errors_are_fresh() -> None:
     assert parse_chat_id("+15551234567,+15559876543") is parse_chat_id("+15551234567,+15559876543")
     first, second = _error("abc"), _error("abc")
     assert first is not second
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.from_regex(r"\+1[0-9]{10}", fullmatch=True), st.sampled_from(["US", "GB", "DE", "CA", "JP"]))
+def test_north_american_shortcut_agrees_with_the_library(raw: str, region: str) -> None:
+    number = phonenumbers.parse(raw, region)
+    assert phonenumbers.is_possible_number_with_reason(number) == phonenumbers.ValidationResult.IS_POSSIBLE
+    assert phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == raw
+    assert normalize_handle(raw, region) == Handle(raw, "phone")

@@ -120,7 +120,16 @@ def _is_emergency_digits(digits: str, default_region: str) -> bool:
     return any(shortnumberinfo.is_emergency_number(digits, r) for r in phonenumbers.SUPPORTED_SHORT_REGIONS)
 
 
+# "+1" and ten digits: a North American number already in E.164, the commonest handle by far. For country
+# code 1 phonenumbers judges possibility by length alone (10 national digits), so such a string is possible
+# and is its own E.164 form; answering it here skips a parse that costs more than the rest of a send's
+# validation. tests/test_addressing.py checks the shortcut against the library on generated numbers.
+_NANP_E164_RE = re.compile(r"\+1[0-9]{10}")
+
+
 def _normalize_phone(raw: str, default_region: str) -> str:
+    if _NANP_E164_RE.fullmatch(raw) is not None:
+        return raw
     if _PHONE_CHARS_RE.fullmatch(raw) is None:
         raise _invalid(
             f"Invalid phone number {_show(raw)}: only digits, a leading '+', spaces, '-', '.' and "

@@ -54,6 +54,8 @@ class Direct:
             got = self._get(values)
         except KeyError:
             got = self._get({**self._constants, **values})
+        if self.positional and not self._procs:
+            return (got,) if self._single else got  # nothing to convert: itemgetter's tuple is the row
         row = [got] if self._single else list(got)
         for i, proc in self._procs:
             row[i] = proc(row[i])
