@@ -26,7 +26,17 @@ from sqlalchemy.sql.dml import Insert
 class Direct:
     """One statement compiled for one dialect: SQL text, parameter order, bind processors, constants."""
 
-    __slots__ = ("_constants", "_get", "_names", "_procs", "_single", "positional", "result_procs", "sql")
+    __slots__ = (
+        "_constants",
+        "_get",
+        "_names",
+        "_none_safe",
+        "_procs",
+        "_single",
+        "positional",
+        "result_procs",
+        "sql",
+    )
 
     def __init__(
         self,
@@ -46,6 +56,9 @@ class Direct:
         self._single = len(names) == 1
         # (position, bind processor) for the parameters SQLAlchemy would convert (JSON and the like).
         self._procs = [(i, processors[n]) for i, n in enumerate(names) if processors.get(n) is not None]
+        # Converters that turn None into None (nullable JSON columns, the usual empty message fields) are
+        # skipped for None: most parameters of a message row are None.
+        self._none_safe = {i for i, proc in self._procs if _maps_none_to_none(proc)}
         self._constants = constants
 
     def params(self, values: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
@@ -57,8 +70,12 @@ class Direct:
         if self.positional and not self._procs:
             return (got,) if self._single else got  # nothing to convert: itemgetter's tuple is the row
         row = [got] if self._single else list(got)
+        none_safe = self._none_safe
         for i, proc in self._procs:
-            row[i] = proc(row[i])
+            value = row[i]
+            if value is None and i in none_safe:
+                continue
+            row[i] = proc(value)
         if self.positional:
             return row
         return dict(zip(self._names, row, strict=True))
@@ -78,6 +95,13 @@ class Direct:
                     row[i] = proc(row[i])
             out.append(tuple(row))
         return out
+
+
+def _maps_none_to_none(proc: Callable[[Any], Any]) -> bool:
+    try:
+        return proc(None) is None
+    except Exception:  # a converter that cannot take None: always call it, as SQLAlchemy would
+        return False
 
 
 _cache: dict[tuple[Any, ...], Direct | None] = {}

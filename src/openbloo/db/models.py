@@ -25,6 +25,10 @@ from sqlalchemy import (
 
 # Integer primary keys must be INTEGER on SQLite to alias the rowid (and so autoincrement cheaply).
 SeqType = BigInteger().with_variant(Integer(), "sqlite")
+# Optional JSON: Python None is stored as SQL NULL, not as the JSON text 'null' (which costs an encode on
+# every write and a decode on every read of the message columns that are usually empty). Rows written
+# before read back the same: both forms are None.
+OptionalJSON = JSON(none_as_null=True)
 
 metadata = MetaData(
     naming_convention={
@@ -58,7 +62,7 @@ api_keys = Table(
     # The plaintext key is shown once; only its SHA-256 and a short display prefix are stored.
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("prefix", String(32), nullable=False, unique=True),
-    Column("metadata", JSON, nullable=True),
+    Column("metadata", OptionalJSON, nullable=True),
     _ms("created_at", nullable=False),
     _ms("revoked_at"),
     _ms("last_used_at"),
@@ -227,14 +231,14 @@ messages = Table(
     Column("status", String(30), nullable=False),
     Column("protocol", String(20), nullable=False),
     Column("text", Text, nullable=True),
-    Column("attachments", JSON, nullable=True),
-    Column("parts", JSON, nullable=True),
+    Column("attachments", OptionalJSON, nullable=True),
+    Column("parts", OptionalJSON, nullable=True),
     Column("effect", String(30), nullable=True),
-    Column("reply_to", JSON, nullable=True),
-    Column("link_preview", JSON, nullable=True),
-    Column("metadata", JSON, nullable=True),
+    Column("reply_to", OptionalJSON, nullable=True),
+    Column("link_preview", OptionalJSON, nullable=True),
+    Column("metadata", OptionalJSON, nullable=True),
     # Send options the transport needs (share_contact, use_typing_indicator, mention, balloon mode ...).
-    Column("options", JSON, nullable=True),
+    Column("options", OptionalJSON, nullable=True),
     Column("sender", String(320), nullable=True),
     Column("error", Text, nullable=True),
     # The device's / provider's id for the message (iMessage GUID, Twilio SID): replies and callbacks match on it.
