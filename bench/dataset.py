@@ -90,8 +90,8 @@ def generate_sqlite(path: Path, n_messages: int) -> dict[str, Any]:
         [(chat_ids[i], org_id, handles[i], contact_ids[i], number_id, base_t) for i in range(n_chats)],
     )
     conn.executemany(
-        "INSERT INTO conversations (id, organization_id, chat_id, number_id, inbound_count, outbound_count,"
-        " created_at) VALUES (?, ?, ?, ?, 0, 0, ?)",
+        "INSERT INTO conversations (id, organization_id, chat_id, number_id, inbound_count, created_at)"
+        " VALUES (?, ?, ?, ?, 0, ?)",
         [(conv_ids[i], org_id, chat_ids[i], number_id, base_t) for i in range(n_chats)],
     )
     conn.execute("COMMIT")
@@ -174,8 +174,8 @@ def generate_sqlite(path: Path, n_messages: int) -> dict[str, Any]:
         [(*c, chat_ids[i]) for i, c in enumerate(counters)],
     )
     conn.executemany(
-        "UPDATE conversations SET inbound_count = ?, outbound_count = ?, last_message_time = ? WHERE id = ?",
-        [(c[1], c[2], c[4], conv_ids[i]) for i, c in enumerate(counters)],
+        "UPDATE conversations SET inbound_count = ? WHERE id = ?",
+        [(c[1], conv_ids[i]) for i, c in enumerate(counters)],
     )
     conn.executemany(
         "UPDATE contacts SET last_message_time = ? WHERE id = ?",

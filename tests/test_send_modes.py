@@ -409,8 +409,8 @@ def test_accepted_send_has_message_job_and_event(server: Server) -> None:
     assert payload["internal_id"] == t.number and payload["status"] == "queued" and payload["protocol"] == "pending"
     keys = rows(server, m.idempotency_keys, m.idempotency_keys.c.organization_id == t.organization_id)
     assert [(k.key, k.response_status) for k in keys] == [("dur-1", 202)]
-    conv = rows(server, m.conversations, m.conversations.c.id == row.conversation_id)[0]
-    assert conv.outbound_count == 1
+    conv = rows(server, m.conversations, m.conversations.c.id == row.conversation_id)
+    assert len(conv) == 1 and conv[0].chat_id == row.chat_id and conv[0].number_id == t.allocation_id
     chat = rows(server, m.chats, m.chats.c.id == row.chat_id)[0]
     assert chat.chat_key == to and chat.outbound_count == 1 and chat.last_number_id == t.allocation_id
 

@@ -212,7 +212,6 @@ def seed_inbound(
                     chat_id=chat_id,
                     number_id=num,
                     inbound_count=0,
-                    outbound_count=0,
                     created_at=now,
                 )
             )

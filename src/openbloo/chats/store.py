@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, select
 
 from openbloo.addressing import Handle
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.writer import ABSENT, Batch
 from openbloo.ids import new_id
 
 # Flush order of deferred inserts: parents before children (foreign keys on PostgreSQL).
@@ -34,7 +34,7 @@ _CONTACT_ID_NAME = select(m.contacts.c.id, m.contacts.c.name).where(
 _CHAT_BY_KEY = select(
     m.chats.c.id, m.chats.c.type, m.chats.c.contact_id, m.chats.c.group_id, m.chats.c.last_number_id
 ).where(m.chats.c.organization_id == bindparam("org"), m.chats.c.chat_key == bindparam("key"))
-_CONVERSATION = select(m.conversations.c.id, m.conversations.c.inbound_count, m.conversations.c.outbound_count).where(
+_CONVERSATION = select(m.conversations.c.id, m.conversations.c.inbound_count).where(
     m.conversations.c.chat_id == bindparam("chat"), m.conversations.c.number_id == bindparam("number")
 )
 
@@ -82,23 +82,38 @@ class ConversationRef:
     chat_id: str
     number_id: str
     inbound_count: int
-    outbound_count: int
 
-    @property
-    def is_empty(self) -> bool:
-        return self.inbound_count == 0 and self.outbound_count == 0
+
+# -- identity-map keys (also filled for whole batches by openbloo.messages.lookups) ---------------------------
+
+
+def contact_cache_key(org_id: str, identifier: str) -> tuple[str, str, str]:
+    return ("contact", org_id, identifier)
+
+
+def chat_cache_key(org_id: str, key: str) -> tuple[str, str, str]:
+    return ("chat", org_id, key)
+
+
+def conversation_cache_key(chat_id: str, number_id: str) -> tuple[str, str, str]:
+    return ("conv", chat_id, number_id)
+
+
+def conversations_read(chat_id: str) -> tuple[str, str]:
+    """Set once every stored conversation of ``chat_id`` is in the identity map: a missing one does not exist."""
+    return ("convs_read", chat_id)
 
 
 # -- contacts ------------------------------------------------------------------------------------------------
 
 
 def ensure_contact(batch: Batch, org_id: str, handle: Handle, now: int) -> str:
-    key = ("contact", org_id, handle.value)
+    key = contact_cache_key(org_id, handle.value)
     cached = batch.recall(key)
-    if cached is not None:
+    if cached is not None and cached is not ABSENT:
         return str(cached)
     c = m.contacts
-    row = batch.first(_CONTACT_BY_IDENTIFIER, {"org": org_id, "identifier": handle.value})
+    row = None if cached is ABSENT else batch.first(_CONTACT_BY_IDENTIFIER, {"org": org_id, "identifier": handle.value})
     if row is not None:
         contact_id = str(row[0])
     else:
@@ -121,28 +136,33 @@ def ensure_contact(batch: Batch, org_id: str, handle: Handle, now: int) -> str:
     return contact_id
 
 
+def contact_pending(batch: Batch, org_id: str, identifier: str) -> str | None:
+    """The id of a contact this batch created or found (None if it has not seen one)."""
+    known = batch.recall(contact_cache_key(org_id, identifier))
+    return None if known is None or known is ABSENT else str(known)
+
+
 def contact_card(batch: Batch, org_id: str, identifier: str) -> tuple[str | None, str | None]:
     """(contact id, name) of a handle: stored, or created earlier in this batch (no name yet), or (None, None)."""
     row = batch.first(_CONTACT_ID_NAME, {"org": org_id, "identifier": identifier})
     if row is not None:
         return str(row[0]), row[1]
-    pending = batch.recall(("contact", org_id, identifier))
-    return (str(pending) if pending is not None else None), None
+    return contact_pending(batch, org_id, identifier), None
 
 
 # -- chats ---------------------------------------------------------------------------------------------------
 
 
-def load_chat(batch: Batch, org_id: str, chat_key: str) -> ChatRef | None:
-    key = ("chat", org_id, chat_key)
+def load_chat(batch: Batch, org_id: str, key_: str) -> ChatRef | None:
+    key = chat_cache_key(org_id, key_)
     cached = batch.recall(key)
     if cached is not None:
-        return cached
-    row = batch.first(_CHAT_BY_KEY, {"org": org_id, "key": chat_key})
+        return None if cached is ABSENT else cached
+    row = batch.first(_CHAT_BY_KEY, {"org": org_id, "key": key_})
     if row is None:
         return None
     chat_id, chat_type, contact_id, group_id, last_number_id = row
-    ref = ChatRef(chat_id, chat_key, chat_type, contact_id, group_id, last_number_id)
+    ref = ChatRef(chat_id, key_, chat_type, contact_id, group_id, last_number_id)
     batch.remember(key, ref)
     return ref
 
@@ -178,7 +198,8 @@ def ensure_chat(
         },
         ORDER_CHATS,
     )
-    batch.remember(("chat", org_id, chat_key), ref)
+    batch.remember(chat_cache_key(org_id, chat_key), ref)
+    batch.remember(conversations_read(ref.id), True)  # a chat made just now has no conversation yet
     return ref
 
 
@@ -187,7 +208,7 @@ def note_chat_number(batch: Batch, org_id: str, chat: ChatRef, number_id: str) -
     if chat.last_number_id == number_id:
         return chat
     updated = ChatRef(chat.id, chat.chat_key, chat.type, chat.contact_id, chat.group_id, number_id)
-    batch.remember(("chat", org_id, chat.chat_key), updated)
+    batch.remember(chat_cache_key(org_id, chat.chat_key), updated)
     return updated
 
 
@@ -268,14 +289,16 @@ def create_unnamed_group(batch: Batch, org_id: str, number_id: str, handles: tup
 
 
 def load_conversation(batch: Batch, chat_id: str, number_id: str) -> ConversationRef | None:
-    key = ("conv", chat_id, number_id)
+    key = conversation_cache_key(chat_id, number_id)
     cached = batch.recall(key)
     if cached is not None:
         return cached
+    if batch.recall(conversations_read(chat_id)):
+        return None  # every stored conversation of the chat was read for this batch: this one does not exist
     row = batch.first(_CONVERSATION, {"chat": chat_id, "number": number_id})
     if row is None:
         return None
-    ref = ConversationRef(row[0], chat_id, number_id, int(row[1]), int(row[2]))
+    ref = ConversationRef(row[0], chat_id, number_id, int(row[1]))
     batch.remember(key, ref)
     return ref
 
@@ -284,7 +307,7 @@ def ensure_conversation(batch: Batch, org_id: str, chat_id: str, number_id: str,
     existing = load_conversation(batch, chat_id, number_id)
     if existing is not None:
         return existing
-    ref = ConversationRef(new_id("conv_"), chat_id, number_id, 0, 0)
+    ref = ConversationRef(new_id("conv_"), chat_id, number_id, 0)
     batch.insert_later(
         m.conversations,
         {
@@ -293,19 +316,16 @@ def ensure_conversation(batch: Batch, org_id: str, chat_id: str, number_id: str,
             "chat_id": chat_id,
             "number_id": number_id,
             "inbound_count": 0,
-            "outbound_count": 0,
             "created_at": now,
         },
         ORDER_CONVERSATIONS,
     )
-    batch.remember(("conv", chat_id, number_id), ref)
+    batch.remember(conversation_cache_key(chat_id, number_id), ref)
     return ref
 
 
-def count_conversation(batch: Batch, conv: ConversationRef, *, outbound: int = 0, inbound: int = 0) -> None:
-    """Keep the batch's view of a conversation's counters current (the UPDATE is queued by the outbox)."""
-    # Built directly: dataclasses.replace() costs several times more, and this runs for every send.
-    updated = ConversationRef(
-        conv.id, conv.chat_id, conv.number_id, conv.inbound_count + inbound, conv.outbound_count + outbound
-    )
-    batch.remember(("conv", conv.chat_id, conv.number_id), updated)
+def count_inbound(batch: Batch, conv: ConversationRef) -> None:
+    """Keep the batch's view of a conversation's inbound counter current (the UPDATE is queued by the caller)."""
+    # Built directly: dataclasses.replace() costs several times more.
+    updated = ConversationRef(conv.id, conv.chat_id, conv.number_id, conv.inbound_count + 1)
+    batch.remember(conversation_cache_key(conv.chat_id, conv.number_id), updated)

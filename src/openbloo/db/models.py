@@ -194,8 +194,10 @@ chats = Table(
     Index("ix_chats_org_recent", "organization_id", "last_message_time", "created_at"),
 )
 
-# One chat on one sender number: the unit of delivery order and of the per-number rules (inbound-only,
-# first-message and new-conversation checks read these counters).
+# One chat on one sender number: the unit of delivery order and of the per-number rules. A row exists once a
+# message was sent or received on it (so "no row" is the new-conversation and first-message test), and
+# ``inbound_count`` feeds the inbound-only plan. Sends do not update this row: the dispatcher leases it, and
+# on PostgreSQL every send's counter update waited for the lease holder's transaction.
 conversations = Table(
     "conversations",
     metadata,
@@ -204,8 +206,6 @@ conversations = Table(
     Column("chat_id", String(40), ForeignKey("chats.id"), nullable=False),
     Column("number_id", String(40), ForeignKey("numbers.id"), nullable=False),
     Column("inbound_count", BigInteger, nullable=False, default=0),
-    Column("outbound_count", BigInteger, nullable=False, default=0),
-    _ms("last_message_time"),
     # Delivery lease (dispatcher): one worker owns a conversation at a time, which keeps its order.
     Column("lease_owner", String(64), nullable=True),
     _ms("lease_until"),

@@ -26,7 +26,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, Table, event, insert
 from sqlalchemy.sql.dml import Insert
@@ -44,6 +44,45 @@ MAX_BATCH = 512
 
 
 _MISSING = object()
+
+
+class _Absent:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+# Remembered under a key to say "the database has no such row" (a batch-level lookup found none), so the
+# unit that asks does not query again. ``recall`` returns it like any value; lookups check for it.
+ABSENT: Any = _Absent()
+
+
+class Lookups(Protocol):
+    """What a unit will look up, declared before it runs, so a batch can read it for all its units at once."""
+
+    @classmethod
+    def load_all(cls, batch: Batch, wanted: list[Any]) -> None:
+        """Read what ``wanted`` (instances of ``cls``) need, one query per table, and remember it on ``batch``."""
+
+
+class UnitWithLookups(Generic[T]):
+    """A unit of work and its :class:`Lookups`: the batch reads every unit's rows in a few queries first.
+
+    On PostgreSQL each lookup is a round trip, and a send's four (idempotency record, chat, conversation,
+    contact) one after another kept the database waiting for the writer; read per batch, they cost four
+    round trips for the whole batch. The unit itself still works without them (it queries what it finds
+    no answer for), so lookups are an optimization, never a condition.
+    """
+
+    __slots__ = ("fn", "lookups")
+
+    def __init__(self, fn: Callable[[Batch], T], lookups: Any) -> None:
+        self.fn = fn
+        self.lookups = lookups
+
+    def __call__(self, batch: Batch) -> T:
+        return self.fn(batch)
 
 
 class Batch:
@@ -260,6 +299,7 @@ def run_units(engine: Engine, units: list[Unit[Any]], *, again: bool = True) -> 
     try:
         with write_lock(engine), engine.begin() as conn:
             batch = Batch(conn)
+            _load_lookups(batch, units)
             outcomes = [batch._run_unit(u) for u in units]
             batch.flush()
             hooks = batch._commit_hooks()
@@ -282,6 +322,15 @@ def run_units(engine: Engine, units: list[Unit[Any]], *, again: bool = True) -> 
         except Exception:
             log.exception("after-commit hook failed")
     return outcomes
+
+
+def _load_lookups(batch: Batch, units: list[Unit[Any]]) -> None:
+    by_kind: dict[Any, list[Any]] = {}  # Lookups class -> its instances
+    for u in units:
+        if isinstance(u, UnitWithLookups) and u.lookups is not None:
+            by_kind.setdefault(type(u.lookups), []).append(u.lookups)
+    for kind, wanted in by_kind.items():
+        kind.load_all(batch, wanted)
 
 
 def _one_by_one(engine: Engine, units: list[Unit[Any]]) -> list[tuple[bool, Any]]:

@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, delete, select
 
 from openbloo.chats.store import ORDER_IDEMPOTENCY
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.writer import ABSENT, Batch
 from openbloo.errors import ApiError, bad_request
 
 
@@ -47,12 +47,21 @@ _IDEMPOTENCY_RECORD = select(
 ).where(m.idempotency_keys.c.organization_id == bindparam("org"), m.idempotency_keys.c.key == bindparam("key"))
 
 
+def idempotency_key(org_id: str, key: str) -> tuple[str, str, str]:
+    """The identity-map key of a record: (request hash, response) once known in this batch, ``ABSENT`` if
+    there is none, or ("stored", request hash, response, expires at) as read for the batch (messages.lookups).
+    """
+    return ("idem", org_id, key)
+
+
 def replay(batch: Batch, org_id: str, idem: Idempotency, now: int) -> SendOutcome | None:
-    key = ("idem", org_id, idem.key)
+    key = idempotency_key(org_id, idem.key)
     found = batch.recall(key)
-    if found is None:
+    if found is ABSENT:
+        return None
+    if found is None or found[0] == "stored":
         t = m.idempotency_keys
-        row = batch.first(_IDEMPOTENCY_RECORD, {"org": org_id, "key": idem.key})
+        row = batch.first(_IDEMPOTENCY_RECORD, {"org": org_id, "key": idem.key}) if found is None else found[1:]
         if row is None:
             return None
         request_hash, response_body, expires_at = row
@@ -85,4 +94,4 @@ def remember_response(batch: Batch, org_id: str, idem: Idempotency, body: bytes,
         },
         ORDER_IDEMPOTENCY,
     )
-    batch.remember(("idem", org_id, idem.key), (idem.request_hash, text))
+    batch.remember(idempotency_key(org_id, idem.key), (idem.request_hash, text))

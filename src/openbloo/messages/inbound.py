@@ -48,9 +48,7 @@ CHAT_INBOUND = (
     )
 )
 CONVERSATION_INBOUND = (
-    update(_convs)
-    .where(_convs.c.id == bindparam("b_id"))
-    .values(inbound_count=_convs.c.inbound_count + 1, last_message_time=bindparam("b_t"))
+    update(_convs).where(_convs.c.id == bindparam("b_id")).values(inbound_count=_convs.c.inbound_count + 1)
 )
 NUMBER_INBOUND = (
     update(_nums)
@@ -199,7 +197,7 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
         batch.execute_later("number_inbound", NUMBER_INBOUND, {"b_id": number.id, "b_t": now})
         if chat.contact_id is not None:
             batch.execute_later("contact_touch_in", CONTACT_TOUCH, {"b_id": chat.contact_id, "b_t": now})
-        store.count_conversation(batch, conv, inbound=1)
+        store.count_inbound(batch, conv)
         store.note_chat_number(batch, org, chat, number.id)
         if msg.provider_id:
             batch.remember(("inbound", org, msg.provider_id), (message_id, chat.chat_key))
@@ -215,7 +213,7 @@ def _group_info_pending(batch: Batch, org: str, group_id: str) -> dict[str, Any]
     if pending is not None and not info["participants"]:
         info = dict(info)
         info["participants"] = [
-            {"contact_id": batch.recall(("contact", org, p)), "identifier": p, "name": None}
+            {"contact_id": store.contact_pending(batch, org, p), "identifier": p, "name": None}
             for p in pending.participants
         ]
     return info

@@ -1,5 +1,5 @@
 """What an accepted send writes: messages, their delivery jobs, their ``message.queued`` events and the
-counters the reads use (chat, conversation, number, contact), all queued on the batch for one flush.
+counters the reads and the quotas use (chat, number, contact), all queued on the batch for one flush.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from openbloo.events.payloads import message_payload
 from openbloo.events.store import record_event
 from openbloo.ids import new_id
 
-_chats, _convs, _nums, _contacts = m.chats, m.conversations, m.numbers, m.contacts
+_chats, _nums, _contacts = m.chats, m.numbers, m.contacts
+# Last statement of the flush: every send of every API process updates its sender's row, so on PostgreSQL
+# that row lock is the one writers queue for; taken last, it is held only until the commit.
+ORDER_NUMBER_COUNTERS = 110
 
 CHAT_OUTBOUND = (
     update(_chats)
@@ -32,12 +35,6 @@ CHAT_OUTBOUND = (
         last_message_direction="outbound",
         last_number_id=bindparam("b_number"),
     )
-)
-
-CONVERSATION_OUTBOUND = (
-    update(_convs)
-    .where(_convs.c.id == bindparam("b_id"))
-    .values(outbound_count=_convs.c.outbound_count + bindparam("b_n"), last_message_time=bindparam("b_t"))
 )
 
 NUMBER_OUTBOUND = (
@@ -181,11 +178,11 @@ def record_outbound(
             "b_number": number_id,
         },
     )
-    batch.execute_later("conversation_outbound", CONVERSATION_OUTBOUND, {"b_id": conversation.id, "b_n": n, "b_t": now})
     batch.execute_later(
         "number_outbound",
         NUMBER_OUTBOUND,
         {"b_id": number_id, "b_n": n, "b_t": now, "b_day": day, "b_new": 1 if new_conversation else 0},
+        ORDER_NUMBER_COUNTERS,
     )
     if chat.contact_id is not None:
         batch.execute_later("contact_touch", CONTACT_TOUCH, {"b_id": chat.contact_id, "b_t": now})

@@ -19,11 +19,12 @@ from openbloo.auth.context import AuthContext, PoolNumber
 from openbloo.chats import store
 from openbloo.chats.store import ChatRef, GroupRef
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.writer import Batch, UnitWithLookups
 from openbloo.errors import ApiError, bad_request
 from openbloo.ids import now_ms
 from openbloo.messages.device_rules import check_device, check_opt_outs
 from openbloo.messages.idempotency import Idempotency, SendOutcome, remember_response, replay
+from openbloo.messages.lookups import SendLookups
 from openbloo.messages.outbox import OutboundMessage, new_outbound_row, record_outbound
 from openbloo.messages.quotas import check_plan, count_day, day_of
 from openbloo.messages.rules import SendRequest, is_voice_memo
@@ -146,7 +147,7 @@ def plan_send(
     request: SendRequest,
     idem: Idempotency | None,
     on_committed: Callable[[], None] | None = None,
-) -> Callable[[Batch], SendOutcome]:
+) -> UnitWithLookups[SendOutcome]:
     def unit(batch: Batch) -> SendOutcome:
         now = now_ms()
         org = ctx.organization_id
@@ -262,9 +263,9 @@ def plan_send(
         _check_mentions(request, address, group, ctx.region)
 
         # Nothing can fail past this point: queue the writes.
+        new_conversation = conv is None
         if conv is None:
             conv = store.ensure_conversation(batch, org, chat.id, number.id, now)
-        new_conversation = conv.outbound_count == 0 and conv.inbound_count == 0
         group_info = _group_info(batch, org, group) if group is not None else None
         reply_to = None
         if parent is not None:
@@ -310,7 +311,6 @@ def plan_send(
             new_conversation=new_conversation,
             now=now,
         )
-        store.count_conversation(batch, conv, outbound=len(outgoing))
         store.note_chat_number(batch, org, chat, number.id)
         batch.remember(("num_used", number.id), now)
         count_day(batch, number, len(outgoing), new_conversation, now)
@@ -335,7 +335,12 @@ def plan_send(
             batch.after_commit(on_committed)
         return SendOutcome(202, body, tuple(ids))
 
-    return unit
+    lookups = SendLookups(
+        ctx.organization_id,
+        idem.key if idem is not None else None,
+        address.key if address.kind in ("phone", "email") else None,
+    )
+    return UnitWithLookups(unit, lookups)
 
 
 # -- rules that read state -----------------------------------------------------------------------------------

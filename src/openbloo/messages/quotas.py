@@ -72,7 +72,7 @@ def check_plan(
     now: int,
 ) -> None:
     inbound = conv.inbound_count if conv is not None else 0
-    empty = conv is None or conv.is_empty
+    empty = conv is None  # a conversation row exists once a message went either way
     if number.plan_kind == "inbound" and inbound == 0:
         raise ApiError(
             403,

@@ -1,0 +1,90 @@
+"""A batch of sends reads its idempotency records, chats, conversations and contacts once per table, and the
+sends behave exactly as if each had looked its rows up alone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, func, select
+
+from openbloo.account.numbers import add_number
+from openbloo.addressing import parse_chat_id
+from openbloo.auth.context import AuthContext, pool_number, pool_query
+from openbloo.auth.keys import create_key
+from openbloo.config import database_urls
+from openbloo.db import models as m
+from openbloo.db.engine import make_sync_engine
+from openbloo.db.migrate import upgrade
+from openbloo.db.writer import run_unit, run_units
+from openbloo.messages.idempotency import Idempotency
+from openbloo.messages.planner import plan_send
+from openbloo.messages.rules import validate_send
+from openbloo.messages.wire import decode_send_body
+
+TTL = 3_600_000
+
+
+@pytest.fixture
+def traced_engine(tmp_path: Path) -> Iterator[tuple[Engine, list[str]]]:
+    urls = database_urls(f"sqlite:///{tmp_path / 'lookups.db'}")
+    upgrade(urls)
+    engine = make_sync_engine(urls)
+    statements: list[str] = []
+    # At the driver: the writer's hot statements run on the raw cursor, past SQLAlchemy's events.
+    event.listen(engine, "connect", lambda dbapi, _rec: dbapi.set_trace_callback(statements.append))
+    yield engine, statements
+    engine.dispose()
+
+
+def _context(engine: Engine) -> AuthContext:
+    key = run_unit(engine, create_key("lookups", "k"))
+    run_unit(engine, add_number("+15550009999", org_name="lookups"))
+    with engine.connect() as conn:
+        pool = tuple(pool_number(r) for r in conn.execute(pool_query(key.organization_id, key.key_id)))
+    return AuthContext(key.api_key, key.key_id, "k", {}, key.organization_id, "lookups", None, 0, pool)
+
+
+def _send(ctx: AuthContext, to: str, text: str, key: str | None) -> Any:
+    body = json.dumps({"text": text}).encode()
+    address = parse_chat_id(to, ctx.region)
+    request = validate_send(decode_send_body(body), header_from_number=None)
+    return plan_send(ctx, address, request, Idempotency.of(key, address.key, body, TTL))
+
+
+def test_a_batch_of_sends_looks_rows_up_per_table_not_per_send(traced_engine: tuple[Engine, list[str]]) -> None:
+    engine, statements = traced_engine
+    ctx = _context(engine)
+    known = [f"+1555010{i:04d}" for i in range(10)]
+    first = run_units(engine, [_send(ctx, to, "first", f"k-{to}") for to in known])
+    assert [o.status for ok, o in first if ok] == [202] * 10
+
+    new = [f"+1555020{i:04d}" for i in range(10)]
+    units = (
+        [_send(ctx, to, "first", f"k-{to}") for to in known]  # replays of the first batch
+        + [_send(ctx, to, "second", None) for to in known]  # known chats and conversations, no key
+        + [_send(ctx, to, "new", f"n-{to}") for to in new]  # new chats and contacts
+        + [_send(ctx, new[0], "same batch", None)]  # a chat created earlier in this very batch
+    )
+    statements.clear()
+    outcomes = run_units(engine, units, again=False)
+    assert all(ok for ok, _ in outcomes), outcomes
+    assert [o.status for _, o in outcomes] == [200] * 10 + [202] * 21
+    assert [o.body for _, o in outcomes[:10]] == [o.body for _, o in first]
+
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    # Idempotency records, chats, conversations, contacts, the number's opt-out probe and day counters, the
+    # webhook subscriptions: a handful for 31 sends, where one unit alone makes four lookups of its own.
+    assert len(selects) <= 10, "\n".join(s[:90].replace("\n", " ") for s in selects)
+
+    with engine.connect() as conn:
+        chats = dict(conn.execute(select(m.chats.c.chat_key, m.chats.c.message_count)).all())
+        assert all(chats[to] == 2 for to in known)
+        assert chats[new[0]] == 2 and all(chats[to] == 1 for to in new[1:])
+        assert conn.execute(select(func.count()).select_from(m.contacts)).scalar_one() == 20
+        assert conn.execute(select(func.count()).select_from(m.conversations)).scalar_one() == 20
+        assert conn.execute(select(func.count()).select_from(m.idempotency_keys)).scalar_one() == 20
+        assert conn.execute(select(func.count()).select_from(m.messages)).scalar_one() == 31
