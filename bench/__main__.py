@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--sizes", help="scale sizes, comma-separated (default 1000,100000,1000000; quick 1000,100000)")
     run.add_argument("--rss-secs", type=float, help="length of the memory run (default 600, quick 40)")
     run.add_argument("--kill-secs", type=float, help="length of each kill -9 run (default 30, quick 12)")
-    run.add_argument("--profile", action="store_true", help="py-spy the SQLite accept run")
+    run.add_argument("--profile", action="store_true", help="py-spy the SQLite accept and e2e runs")
     run.add_argument(
         "--floors",
         default="floor-naive,floor-lean",

@@ -331,6 +331,7 @@ def e2e(ctx: Ctx, store: str, max_rate: float, fraction: float = 0.5) -> dict[st
             hook.raise_for_status()
             if ctx.warm:
                 run_wrk(dep.url, conns=ctx.conns, secs=ctx.warm, env=dep.wrk_env(PREFIX="w", RATE=f"{rate:.1f}"))
+            spy = _start_profile(ctx, dep, f"e2e-{store}-{fraction:g}") if ctx.profile and store == "sqlite" else None
             res = cpu_run(
                 dep,
                 lambda: run_wrk(
@@ -341,6 +342,8 @@ def e2e(ctx: Ctx, store: str, max_rate: float, fraction: float = 0.5) -> dict[st
                     out=ctx.out / f"e2e-{store}.wrk",
                 ),
             )
+            if spy is not None:
+                res["profile"] = _finish_profile(ctx, spy, f"e2e-{store}-{fraction:g}")
             drained = _wait_drained(dep, timeout=120)
             time.sleep(1.0)
         finally:

@@ -99,8 +99,10 @@ def claim(
             if r.deprecated_at is not None or (r.valid_until != -1 and r.valid_until <= now):
                 skipped.append(r.seq)  # deprecated or expired webhooks get nothing (DECISIONS.md §14)
                 continue
+            if len(picked) >= limit:
+                break
             slots = free_slots.get(r.webhook_id, per_webhook)
-            if taken.get(r.webhook_id, 0) >= slots or len(picked) >= limit:
+            if taken.get(r.webhook_id, 0) >= slots:
                 continue
             taken[r.webhook_id] = taken.get(r.webhook_id, 0) + 1
             picked.append(r.seq)

@@ -272,12 +272,15 @@ class WebhookSender:
             try:
                 self._wake.clear()
                 room = self.concurrency * PREFETCH - self._active - self._queued_total
-                limit = min(room, 256)
                 claimed: list[ClaimedDelivery] = []
+                ahead = self.per_webhook * PREFETCH
+                busy = set(self._inflight) | set(self._queued)
+                slots = {w: ahead - self._inflight.get(w, 0) - len(self._queued.get(w, ())) for w in busy}
+                # What the busy webhooks can still take, plus one idle webhook's worth: the claim scans a
+                # few times this many due rows, so a backlog of one receiver costs a claim what it can take,
+                # not the whole window. A full claim is followed by another at once (below).
+                limit = min(room, 256, sum(max(0, n) for n in slots.values()) + ahead)
                 if room > 0:
-                    ahead = self.per_webhook * PREFETCH
-                    busy = set(self._inflight) | set(self._queued)
-                    slots = {w: ahead - self._inflight.get(w, 0) - len(self._queued.get(w, ())) for w in busy}
                     claimed = await self.runtime.writer.run(
                         claim(self.worker_id, now_ms(), self.lease_ms, limit, slots, ahead)
                     )
@@ -317,7 +320,6 @@ class WebhookSender:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._wake.set()
 
     def _release(self, d: ClaimedDelivery) -> None:
         """Give back the delivery's concurrency slots (its own webhook's and the global one)."""
@@ -331,7 +333,11 @@ class WebhookSender:
         if self._active < self.concurrency:
             for webhook_id in list(self._queued):
                 self._start_ready(webhook_id)
-        self._wake.set()
+        # Refill in halves: claiming for every freed slot made one claim (a writer unit scanning the due
+        # rows) per delivery; a webhook whose claimed-ahead window is still more than half full has work.
+        waiting = self._inflight.get(d.webhook_id, 0) + len(self._queued.get(d.webhook_id, ()))
+        if waiting <= self.per_webhook * PREFETCH // 2:
+            self._wake.set()
 
     async def _log(self, record: AttemptRecord) -> None:
         """Log one finished attempt, together with every other attempt finished meanwhile (one unit of work).
