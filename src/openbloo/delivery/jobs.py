@@ -20,6 +20,8 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, or_, select, update
 
 from openbloo.db import models as m
+from openbloo.db.inlist import MAX_SIZE as MAX_IN
+from openbloo.db.inlist import InList
 from openbloo.db.writer import Batch
 from openbloo.delivery.state import advance, load_state
 from openbloo.errors import ApiError
@@ -81,120 +83,151 @@ def _recipients(chat_type: str, chat_key: str, participants_key: str | None) -> 
     return (chat_key,)
 
 
-def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: int = 100) -> Callable[[Batch], Any]:
-    def unit(batch: Batch) -> list[ClaimedConversation]:
-        free = or_(_c.c.lease_until.is_(None), _c.c.lease_until < now)
-        due = batch.conn.execute(
-            select(_j.c.conversation_id)
-            .join(_c, _c.c.id == _j.c.conversation_id)
-            .where(_j.c.state == "pending", _j.c.next_attempt_at <= now, free)
-            .order_by(_j.c.next_attempt_at, _j.c.seq)
-            .limit(limit * 4)
+# The claim's statements, built once: the dispatcher claims many times per second under load, and statements
+# built per call (per-call literals, expanding IN lists) cost SQLAlchemy's whole compile path each time.
+_FREE = or_(_c.c.lease_until.is_(None), _c.c.lease_until < bindparam("b_now"))
+_DUE = (
+    select(_j.c.conversation_id)
+    .join(_c, _c.c.id == _j.c.conversation_id)
+    .where(_j.c.state == "pending", _j.c.next_attempt_at <= bindparam("b_now"), _FREE)
+    .order_by(_j.c.next_attempt_at, _j.c.seq)
+    .limit(bindparam("b_limit"))
+)
+# Other workers may be claiming the same conversations right now: take only those nobody holds.
+_LOCK_FREE = InList(lambda ids: select(_c.c.id).where(_c.c.id.in_(ids), _FREE).with_for_update(skip_locked=True))
+_LEASE = InList(
+    lambda ids: (
+        update(_c).where(_c.c.id.in_(ids)).values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
+    )
+)
+_PENDING_JOBS = InList(
+    lambda ids: (
+        select(
+            _j.c.seq,
+            _j.c.conversation_id,
+            _j.c.number_id,
+            _j.c.attempts,
+            _j.c.next_attempt_at,
+            _j.c.lease_owner,
+            _j.c.transport_ref,
+            _j.c.updated_at,
+            _msg.c.id,
+            _msg.c.text,
+            _msg.c.attachments,
+            _msg.c.parts,
+            _msg.c.effect,
+            _msg.c.reply_to,
+            _msg.c.link_preview,
+            _msg.c.options,
+            _msg.c.time_sent,
+            _num.c.phone_number,
+            _num.c.transport,
+            _chat.c.chat_key,
+            _chat.c.type,
+            _grp.c.chat_guid,
+            _grp.c.participants_key,
+            _c.c.device_chat_guid,
         )
-        conv_ids = list(dict.fromkeys(r.conversation_id for r in due))[:limit]
+        .join(_msg, _msg.c.id == _j.c.message_id)
+        .join(_num, _num.c.id == _j.c.number_id)
+        .join(_chat, _chat.c.id == _msg.c.chat_id)
+        .join(_c, _c.c.id == _j.c.conversation_id)
+        .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
+        .where(_j.c.conversation_id.in_(ids), _j.c.state == "pending")
+        .order_by(_j.c.seq)
+    )
+)
+_REPLY_TO = 13  # the position of messages.reply_to in _PENDING_JOBS's rows
+_PROVIDER_IDS = InList(
+    lambda ids: select(_msg.c.id, _msg.c.provider_id).where(_msg.c.id.in_(ids), _msg.c.provider_id.is_not(None))
+)
+
+
+def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: int = 100) -> Callable[[Batch], Any]:
+    limit = max(1, min(limit, MAX_IN))
+
+    def unit(batch: Batch) -> list[ClaimedConversation]:
+        due = batch.all(_DUE, {"b_now": now, "b_limit": limit * 4})
+        conv_ids = list(dict.fromkeys(r[0] for r in due))[:limit]
         if not conv_ids:
             return []
         if batch.is_postgres:
-            # Other workers may be claiming the same conversations right now: take only those nobody holds.
-            locked = batch.conn.execute(
-                select(_c.c.id).where(_c.c.id.in_(conv_ids), free).with_for_update(skip_locked=True)
-            )
-            conv_ids = [r.id for r in locked]
+            conv_ids = [r[0] for r in batch.all(*_LOCK_FREE(conv_ids, {"b_now": now}))]
             if not conv_ids:
                 return []
-        batch.conn.execute(
-            update(_c).where(_c.c.id.in_(conv_ids)).values(lease_owner=worker, lease_until=now + lease_ms)
-        )
-        rows = batch.conn.execute(
-            select(
-                _j.c.seq,
-                _j.c.conversation_id,
-                _j.c.number_id,
-                _j.c.attempts,
-                _j.c.next_attempt_at,
-                _j.c.lease_owner,
-                _j.c.transport_ref,
-                _msg.c.id.label("message_id"),
-                _msg.c.text,
-                _msg.c.attachments,
-                _msg.c.parts,
-                _msg.c.effect,
-                _msg.c.reply_to,
-                _msg.c.link_preview,
-                _msg.c.options,
-                _msg.c.time_sent,
-                _j.c.updated_at,
-                _num.c.phone_number,
-                _num.c.transport,
-                _chat.c.chat_key,
-                _chat.c.type.label("chat_type"),
-                _grp.c.chat_guid,
-                _grp.c.participants_key,
-                _c.c.device_chat_guid,
-            )
-            .join(_msg, _msg.c.id == _j.c.message_id)
-            .join(_num, _num.c.id == _j.c.number_id)
-            .join(_chat, _chat.c.id == _msg.c.chat_id)
-            .join(_c, _c.c.id == _j.c.conversation_id)
-            .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
-            .where(_j.c.conversation_id.in_(conv_ids), _j.c.state == "pending")
-            .order_by(_j.c.seq)
-        ).all()
-        parents = _reply_guids(batch, rows)
+        batch.execute(*_LEASE(conv_ids, {"b_worker": worker, "b_until": now + lease_ms}))
+        rows = batch.all(*_PENDING_JOBS(conv_ids))
+        parents = _reply_guids(batch, [r[_REPLY_TO] for r in rows])
         grouped: dict[str, list[Job]] = {cid: [] for cid in conv_ids}
-        for r in rows:
-            jobs = grouped[r.conversation_id]
+        for (
+            seq,
+            conv_id,
+            number_id,
+            attempts,
+            next_attempt_at,
+            lease_owner,
+            transport_ref,
+            updated_at,
+            message_id,
+            text,
+            attachments,
+            parts,
+            effect,
+            reply_to,
+            link_preview,
+            options,
+            time_sent,
+            phone_number,
+            transport,
+            chat_key,
+            chat_type,
+            group_chat_guid,
+            participants_key,
+            device_chat_guid,
+        ) in rows:
+            jobs = grouped[conv_id]
             if len(jobs) >= per_conversation:
                 continue
             outgoing = Outgoing(
-                message_id=r.message_id,
-                transport_ref=r.transport_ref,
-                attempt=r.attempts + 1,
-                sender=r.phone_number,
-                chat_key=r.chat_key,
-                recipients=_recipients(r.chat_type, r.chat_key, r.participants_key),
-                is_group=r.chat_type == "group",
-                chat_guid=r.chat_guid or r.device_chat_guid,
-                text=r.text,
-                attachments=tuple(r.attachments or ()),
-                parts=tuple(r.parts or ()),
-                effect=r.effect,
-                reply_to=_resolved_reply(r.reply_to, parents),
-                link_preview=r.link_preview,
-                options=r.options or {},
-                time_accepted=r.time_sent,
-                in_flight_since=r.updated_at if r.lease_owner is not None else None,
+                message_id=message_id,
+                transport_ref=transport_ref,
+                attempt=attempts + 1,
+                sender=phone_number,
+                chat_key=chat_key,
+                recipients=_recipients(chat_type, chat_key, participants_key),
+                is_group=chat_type == "group",
+                chat_guid=group_chat_guid or device_chat_guid,
+                text=text,
+                attachments=tuple(attachments or ()),
+                parts=tuple(parts or ()),
+                effect=effect,
+                reply_to=_resolved_reply(reply_to, parents),
+                link_preview=link_preview,
+                options=options or {},
+                time_accepted=time_sent,
+                in_flight_since=updated_at if lease_owner is not None else None,
             )
             jobs.append(
-                Job(
-                    r.seq,
-                    r.conversation_id,
-                    r.number_id,
-                    r.transport,
-                    r.attempts,
-                    r.next_attempt_at,
-                    r.lease_owner is not None,
-                    outgoing,
-                )
+                Job(seq, conv_id, number_id, transport, attempts, next_attempt_at, lease_owner is not None, outgoing)
             )
         return [ClaimedConversation(cid, tuple(jobs)) for cid, jobs in grouped.items()]
 
     return unit
 
 
-def _reply_guids(batch: Batch, rows: Any) -> dict[str, str]:
+def _reply_guids(batch: Batch, replies: list[dict[str, Any] | None]) -> dict[str, str]:
     """Device ids of reply parents that had none when the reply was accepted (they were still queued then)."""
-    wanted = {
-        r.reply_to["message_id"]
-        for r in rows
-        if r.reply_to and r.reply_to.get("message_id") and not r.reply_to.get("guid")
-    }
-    if not wanted:
-        return {}
-    found = batch.conn.execute(
-        select(_msg.c.id, _msg.c.provider_id).where(_msg.c.id.in_(wanted), _msg.c.provider_id.is_not(None))
+    wanted = list(
+        dict.fromkeys(
+            reply_to["message_id"]
+            for reply_to in replies
+            if reply_to and reply_to.get("message_id") and not reply_to.get("guid")
+        )
     )
-    return {r.id: r.provider_id for r in found}
+    found: dict[str, str] = {}
+    for chunk in InList.chunks(wanted):
+        found.update(batch.all(*_PROVIDER_IDS(chunk)))
+    return found
 
 
 def _resolved_reply(reply_to: dict[str, Any] | None, parents: dict[str, str]) -> dict[str, Any] | None:
