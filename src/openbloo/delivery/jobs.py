@@ -52,6 +52,13 @@ _JOB_DONE = (
     .where(_j.c.seq == bindparam("b_seq"))
     .values(state="done", lease_owner=None, last_error=None, updated_at=bindparam("b_now"))
 )
+_CONV_DEVICE_CHAT = update(_c).where(_c.c.id == bindparam("b_conv")).values(device_chat_guid=bindparam("b_guid"))
+_CHAT_GROUP = select(_chat.c.group_id).where(_chat.c.chat_key == bindparam("b_key"))
+_GROUP_CHAT_GUID = (
+    update(_grp)
+    .where(_grp.c.id == bindparam("b_group"), _grp.c.chat_guid.is_(None))
+    .values(chat_guid=bindparam("b_guid"))
+)
 _RELEASE = (
     update(_c)
     .where(_c.c.id == bindparam("b_conv"), _c.c.lease_owner == bindparam("b_worker"))
@@ -260,19 +267,13 @@ def record_sent(job: Job, receipt: Receipt, now: int) -> Callable[[Batch], None]
         if receipt.chat_guid and not job.outgoing.is_group and receipt.chat_guid != job.outgoing.chat_guid:
             # The device told which of its chats this 1:1 conversation is: later sends go straight there.
             batch.execute_later(
-                "conv_device_chat",
-                update(_c).where(_c.c.id == bindparam("b_conv")).values(device_chat_guid=bindparam("b_guid")),
-                {"b_conv": job.conversation_id, "b_guid": receipt.chat_guid},
+                "conv_device_chat", _CONV_DEVICE_CHAT, {"b_conv": job.conversation_id, "b_guid": receipt.chat_guid}
             )
         if receipt.chat_guid and job.outgoing.is_group and not job.outgoing.chat_guid:
             # The first send to a group created its chat on the device: remember it for the next ones.
-            chat = batch.conn.execute(select(_chat.c.group_id).where(_chat.c.chat_key == job.outgoing.chat_key)).first()
-            if chat is not None and chat.group_id:
-                batch.conn.execute(
-                    update(_grp)
-                    .where(_grp.c.id == chat.group_id, _grp.c.chat_guid.is_(None))
-                    .values(chat_guid=receipt.chat_guid)
-                )
+            chat = batch.first(_CHAT_GROUP, {"b_key": job.outgoing.chat_key})
+            if chat is not None and chat[0]:
+                batch.execute(_GROUP_CHAT_GUID, {"b_group": chat[0], "b_guid": receipt.chat_guid})
 
     return unit
 
