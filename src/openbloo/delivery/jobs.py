@@ -82,6 +82,9 @@ class Job:
 class ClaimedConversation:
     id: str
     jobs: tuple[Job, ...]
+    # The claim already started the first job's attempt (its in-flight marker committed with the claim), so
+    # the dispatcher hands it to the transport without a unit of its own first.
+    head_started: bool = False
 
 
 def _recipients(chat_type: str, chat_key: str, participants_key: str | None) -> tuple[str, ...]:
@@ -142,6 +145,20 @@ _PENDING_JOBS = InList(
         .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
         .where(_j.c.conversation_id.in_(ids), _j.c.state == "pending")
         .order_by(_j.c.seq)
+    )
+)
+# The claim starts the first due job of each conversation itself, as mark_attempt would right after it:
+# the in-flight marker is committed before the hand-off either way, with one unit of work fewer.
+_START_HEADS = InList(
+    lambda seqs: (
+        update(_j)
+        .where(_j.c.seq.in_(seqs), _j.c.state == "pending")
+        .values(
+            lease_owner=bindparam("b_worker"),
+            attempts=_j.c.attempts + 1,
+            updated_at=case((_j.c.lease_owner.is_(None), bindparam("b_now")), else_=_j.c.updated_at),
+        )
+        .returning(_j.c.seq)
     )
 )
 _REPLY_TO = 13  # the position of messages.reply_to in _PENDING_JOBS's rows
@@ -217,7 +234,17 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
             jobs.append(
                 Job(seq, conv_id, number_id, transport, attempts, next_attempt_at, lease_owner is not None, outgoing)
             )
-        return [ClaimedConversation(cid, tuple(jobs)) for cid, jobs in grouped.items()]
+        heads = [jobs[0].seq for jobs in grouped.values() if jobs and jobs[0].next_attempt_at <= now]
+        started: set[int] = set()
+        if heads:
+            batch.wrote = True  # an UPDATE run through batch.all (for its RETURNING)
+            started = {r[0] for r in batch.all(*_START_HEADS(heads, {"b_worker": worker, "b_now": now}))}
+        claimed = []
+        for cid, jobs in grouped.items():
+            if jobs and jobs[0].seq in heads and jobs[0].seq not in started:
+                jobs = jobs[1:]  # cancelled since it was read (PostgreSQL: another process's cancel committed)
+            claimed.append(ClaimedConversation(cid, tuple(jobs), bool(jobs) and jobs[0].seq in started))
+        return claimed
 
     return unit
 
@@ -254,6 +281,32 @@ def mark_attempt(job: Job, worker: str, now: int, lease_ms: int) -> Callable[[Ba
             return False
         started = batch.execute(_START_ATTEMPT, {"b_seq": job.seq, "b_worker": worker, "b_now": now})
         return bool(started)
+
+    return unit
+
+
+# What a unit that finished a job also did for its conversation (see :func:`then_next`).
+NEXT_STARTED, NEXT_CANCELLED, RELEASED = "next_started", "next_cancelled", "released"
+
+
+def then_next(
+    finish: Callable[[Batch], Any], job: Job, following: Job | None, worker: str, now: int, lease_ms: int
+) -> Callable[[Batch], str]:
+    """``finish`` (the job's outcome), and in the same unit what the conversation does next.
+
+    If the conversation's ``following`` job is due, its attempt is started (as :func:`mark_attempt` does);
+    otherwise the conversation is released (as :func:`release` does). One unit of work per sent message
+    instead of three. Returns :data:`NEXT_STARTED`, :data:`NEXT_CANCELLED` (the following job was cancelled
+    meanwhile or the lease was lost: the caller goes on with the job after it, as after a failed mark) or
+    :data:`RELEASED`.
+    """
+
+    def unit(batch: Batch) -> str:
+        finish(batch)
+        if following is not None and following.next_attempt_at <= now:
+            return NEXT_STARTED if mark_attempt(following, worker, now, lease_ms)(batch) else NEXT_CANCELLED
+        release([job.conversation_id], worker)(batch)
+        return RELEASED
 
     return unit
 
