@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from openbloo.db.writer import Batch
@@ -185,29 +186,47 @@ class Dispatcher:
 
     async def _process(self, conv: jobs.ClaimedConversation) -> None:
         writer = self.runtime.writer
-        held = False
+        held = released = False
+        started = conv.head_started  # the next job's attempt is already marked (by the claim or the last outcome)
         try:
-            for job in conv.jobs:
-                if job.next_attempt_at > now_ms():
-                    break  # the head waits for its retry; later jobs wait behind it
+            i = 0
+            while i < len(conv.jobs):
+                job = conv.jobs[i]
+                i += 1
+                if not started:
+                    if job.next_attempt_at > now_ms():
+                        break  # the head waits for its retry; later jobs wait behind it
+                    if not await writer.run(jobs.mark_attempt(job, self.worker_id, now_ms(), self.lease_ms)):
+                        continue  # cancelled meanwhile (or the lease was lost: every later mark fails too)
                 transport = self.registry.for_number(job.number_id, job.transport)
-                if not await writer.run(jobs.mark_attempt(job, self.worker_id, now_ms(), self.lease_ms)):
-                    continue  # cancelled meanwhile (or the lease was lost: every later mark fails too)
-                outcome = await self._attempt(job, transport)
+                following = conv.jobs[i] if i < len(conv.jobs) else None
+                outcome = await self._attempt(job, transport, following)
+                started = outcome == jobs.NEXT_STARTED
                 if outcome == "held":
                     held = True
                     break
+                if outcome == jobs.RELEASED:
+                    released = True
+                    break  # nothing was due after this job
+                if outcome == jobs.NEXT_CANCELLED:
+                    i += 1  # as after a failed mark: go on with the job after it
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("conversation %s: unexpected error", conv.id)
         finally:
-            if not held:
+            if not held and not released:
                 with contextlib.suppress(Exception):
                     await writer.run(jobs.release([conv.id], self.worker_id))
 
-    async def _attempt(self, job: jobs.Job, transport: Transport | None) -> str:
+    async def _attempt(self, job: jobs.Job, transport: Transport | None, following: jobs.Job | None) -> str:
+        """Send ``job``; returns "held" (a retry parks the conversation) or what :func:`jobs.then_next` did."""
         writer = self.runtime.writer
+
+        def finished(unit: Callable[[Batch], Any]) -> Callable[[Batch], str]:
+            # The outcome's unit also starts the following job's attempt, or releases the conversation.
+            return jobs.then_next(unit, job, following, self.worker_id, now_ms(), self.lease_ms)
+
         settings = self.runtime.settings
         receipt: Receipt | None = None
         handed_off = False  # whether this attempt may have reached the device
@@ -223,8 +242,7 @@ class Dispatcher:
                 handed_off = True
                 receipt = await asyncio.wait_for(transport.send(job.outgoing), settings.delivery_send_timeout)
         except PermanentError as exc:
-            await writer.run(_failed(job, exc))
-            return "failed"
+            return await writer.run(finished(_failed(job, exc)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -232,10 +250,8 @@ class Dispatcher:
             message = str(exc) or type(exc).__name__
             attempts = job.attempts + 1
             if attempts >= self.max_attempts:
-                await writer.run(
-                    jobs.record_failed(job, code, f"Gave up after {attempts} attempts: {message}", now_ms())
-                )
-                return "failed"
+                failed = jobs.record_failed(job, code, f"Gave up after {attempts} attempts: {message}", now_ms())
+                return await writer.run(finished(failed))
             delay = backoff_seconds(attempts, settings.delivery_retry_base, settings.delivery_retry_max)
             if isinstance(exc, TransportError) and exc.retry_after is not None:
                 delay = max(delay, min(exc.retry_after, settings.delivery_retry_max))
@@ -252,8 +268,7 @@ class Dispatcher:
                 )
             )
             return "held"
-        await writer.run(jobs.record_sent(job, receipt, now_ms()))
-        return "sent"
+        return await writer.run(finished(jobs.record_sent(job, receipt, now_ms())))
 
     async def _resume_sent(self) -> None:
         """After a restart, re-arm receipts of messages left ``sent`` on transports that can tell."""

@@ -10,7 +10,7 @@ transaction as the status change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -198,38 +198,83 @@ def advance(
     """Move ``state`` forward to ``status`` (sent | delivered | read | failed); returns the new state."""
     if state.status in TERMINAL or state.direction != "outbound":
         return state
-    new = state
-    if protocol and new.protocol in ("pending", "unknown"):
-        new = replace(new, protocol=protocol)
-    if provider_id and not new.provider_id:
-        new = replace(new, provider_id=provider_id)
+    # The new state is computed field by field and built once (dataclasses.replace per step was a visible
+    # share of the delivery path); the events only read fields that are fixed before the first one.
+    new_protocol = protocol if protocol and state.protocol in ("pending", "unknown") else state.protocol
+    new_provider_id = provider_id if provider_id and not state.provider_id else state.provider_id
     if status == "failed":
-        if new.status == "delivered":
-            return _finish(batch, state, new)
-        new = replace(new, status="failed", error=error or error_code or "failed")
+        if state.status == "delivered":
+            return _finish(batch, state, _moved(state, state.status, new_protocol, new_provider_id))
+        new = _moved(state, "failed", new_protocol, new_provider_id, error=error or error_code or "failed")
         _save(batch, new)
         record_message_event(
             batch, new, "message.failed", "failed", at, error_code=error_code or "failed", error_message=error or ""
         )
         return new
     target = "delivered" if status == "read" else status
-    if new.status == "queued" and RANK.get(target, 0) >= 1:
-        new = replace(new, status="sent")
+    new_status, time_delivered, time_read = state.status, state.time_delivered, state.time_read
+    sent = new_status == "queued" and RANK.get(target, 0) >= 1
+    if sent:
+        new_status = "sent"
+    delivered = new_status == "sent" and target == "delivered"
+    if delivered:
+        new_status, time_delivered = "delivered", at
+    read = status == "read" and time_read is None
+    if read:
+        time_read = at
+    if (
+        new_status == state.status
+        and time_read == state.time_read
+        and new_protocol == state.protocol
+        and new_provider_id == state.provider_id
+    ):
+        return state  # nothing new (a duplicate or late report)
+    new = _moved(state, new_status, new_protocol, new_provider_id, time_delivered, time_read)
+    if sent:
         record_message_event(batch, new, "message.sent", "sent", at, sent_at=at)
-    if new.status == "sent" and target == "delivered":
-        new = replace(new, status="delivered", time_delivered=at)
+    if delivered:
         record_message_event(batch, new, "message.delivered", "delivered", at, delivered_at=at)
-    if status == "read" and new.time_read is None:
-        new = replace(new, time_read=at)
+    if read:
         record_message_event(batch, new, "message.read", "read", at, read_at=at)
-    return _finish(batch, state, new)
+    _save(batch, new)
+    return new
+
+
+def _moved(
+    state: MessageState,
+    status: str,
+    protocol: str,
+    provider_id: str | None,
+    time_delivered: int | None = None,
+    time_read: int | None = None,
+    error: str | None = None,
+) -> MessageState:
+    """``state`` with its changing fields replaced (the others are the message's and never change here)."""
+    return MessageState(
+        state.id,
+        state.organization_id,
+        state.api_key_id,
+        state.number_id,
+        state.direction,
+        status,
+        protocol,
+        provider_id,
+        time_delivered if time_delivered is not None else state.time_delivered,
+        time_read if time_read is not None else state.time_read,
+        error if error is not None else state.error,
+        state.text,
+        state.attachments,
+        state.chat_key,
+        state.group_id,
+        state.phone_number,
+    )
 
 
 def amend_error(batch: Batch, state: MessageState, error: str) -> MessageState:
     """Replace a failed message's error text (a later report named the cause); no new status, no event."""
     if state.status != "failed" or state.error == error:
         return state
-    return _finish(batch, state, replace(state, error=error))
+    return _finish(batch, state, _moved(state, state.status, state.protocol, state.provider_id, error=error))
 
 
 def _finish(batch: Batch, old: MessageState, new: MessageState) -> MessageState:
