@@ -150,13 +150,14 @@ async def list_messages(
         order = (_msg.c.time_sent.asc(), _msg.c.seq.asc())
     else:
         order = (_msg.c.time_sent.desc(), _msg.c.seq.desc())
+    # Deferred join: the page's keys come from the (chat_id, time_sent, seq) index alone, and only the page's
+    # rows are read from the table. With OFFSET over whole rows, a deep page read every skipped row.
+    page = select(_msg.c.seq).where(and_(*cond)).order_by(*order).limit(limit).offset(offset).subquery()
     rows = await conn.execute(
         select(_msg, _num.c.phone_number.label("internal_id"))
+        .join(page, page.c.seq == _msg.c.seq)
         .outerjoin(_num, _num.c.id == _msg.c.number_id)
-        .where(and_(*cond))
         .order_by(*order)
-        .limit(limit)
-        .offset(offset)
     )
     if since is None and until is None:
         # The maintained counters answer without touching the messages.
