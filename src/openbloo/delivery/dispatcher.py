@@ -18,7 +18,7 @@ from typing import Any
 
 from openbloo.db.writer import Batch
 from openbloo.delivery import jobs
-from openbloo.delivery.state import advance, load_state
+from openbloo.delivery.state import apply_update, load_state
 from openbloo.devices.health import HealthRecorder
 from openbloo.devices.optouts import OPTED_OUT_ERRORS, record_opt_out
 from openbloo.ids import new_id, now_ms
@@ -51,16 +51,7 @@ def apply_statuses(updates: list[StatusUpdate]) -> Any:
             state = load_state(batch, message_id=u.message_id, provider_id=None if u.message_id else u.provider_id)
             if state is None:
                 continue
-            advance(
-                batch,
-                state,
-                u.status,
-                u.at,
-                protocol=u.protocol,
-                provider_id=u.provider_id,
-                error=u.error,
-                error_code="delivery_failed" if u.status == "failed" else None,
-            )
+            apply_update(batch, state, u)
             applied += 1
         return applied
 

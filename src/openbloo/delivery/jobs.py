@@ -23,7 +23,7 @@ from openbloo.db import models as m
 from openbloo.db.inlist import MAX_SIZE as MAX_IN
 from openbloo.db.inlist import InList
 from openbloo.db.writer import Batch
-from openbloo.delivery.state import advance, load_state
+from openbloo.delivery.state import advance, apply_update, load_state
 from openbloo.errors import ApiError
 from openbloo.transports.base import Outgoing, Receipt
 
@@ -316,7 +316,11 @@ def record_sent(job: Job, receipt: Receipt, now: int) -> Callable[[Batch], None]
         batch.execute_later("job_done", _JOB_DONE, {"b_seq": job.seq, "b_now": now})
         state = load_state(batch, message_id=job.outgoing.message_id)
         if state is not None:
-            advance(batch, state, "sent", receipt.sent_at, protocol=receipt.protocol, provider_id=receipt.provider_id)
+            state = advance(
+                batch, state, "sent", receipt.sent_at, protocol=receipt.protocol, provider_id=receipt.provider_id
+            )
+            for update in receipt.updates:  # what the device reported at once (delivered, read)
+                state = apply_update(batch, state, update)
         if receipt.chat_guid and not job.outgoing.is_group and receipt.chat_guid != job.outgoing.chat_guid:
             # The device told which of its chats this 1:1 conversation is: later sends go straight there.
             batch.execute_later(

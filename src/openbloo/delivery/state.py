@@ -19,6 +19,7 @@ from openbloo.db import models as m
 from openbloo.db.writer import Batch
 from openbloo.events.payloads import message_payload
 from openbloo.events.store import record_event as store_event
+from openbloo.transports.base import StatusUpdate
 
 TERMINAL = frozenset({"failed", "cancelled"})
 RANK = {"queued": 0, "sent": 1, "delivered": 2}
@@ -267,6 +268,20 @@ def _moved(
         state.chat_key,
         state.group_id,
         state.phone_number,
+    )
+
+
+def apply_update(batch: Batch, state: MessageState, update: StatusUpdate) -> MessageState:
+    """A device's later news (delivered, read, failed) applied to ``state``; returns the new state."""
+    return advance(
+        batch,
+        state,
+        update.status,
+        update.at,
+        protocol=update.protocol,
+        provider_id=update.provider_id,
+        error=update.error,
+        error_code="delivery_failed" if update.status == "failed" else None,
     )
 
 

@@ -72,6 +72,9 @@ class Receipt:
     # The device's chat the message went to, when the device has its own chat ids (BlueBubbles): stored for
     # the conversation (or group), so later sends and searches use the chat the device really uses.
     chat_guid: str | None = None
+    # News the device already had when it answered (a simulator configured to deliver and read at once):
+    # recorded in the same transaction as the send, instead of being reported on its own right after it.
+    updates: tuple[StatusUpdate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,9 +193,16 @@ class SimulatorTransport(Transport):
             raise PermanentError("Simulated permanent failure (test handle 04xx)", code="simulated_permanent_failure")
         if outcome == "transient_failure":
             raise TransientError("Simulated transient failure (test handle 05xN)", code="simulated_transient_failure")
-        receipt = Receipt(provider_id=provider_id, protocol=protocol, sent_at=now, chat_guid=self._chat_guid(message))
-        self._arm(message, receipt, rule)
-        return receipt
+        chat_guid = self._chat_guid(message)
+        news = self._news(message, Receipt(provider_id, protocol, now), rule)
+        # Reports already due at the hand-off (no delay configured) go back with the receipt, so the dispatcher
+        # records them with the send in one transaction; only later ones wait on the clock.
+        due = 0
+        while due < len(news) and news[due].at <= now:
+            due += 1
+        for update in news[due:]:
+            self._schedule(update.at, update)
+        return Receipt(provider_id, protocol, now, chat_guid, tuple(news[:due]))
 
     async def find_sent(self, message: Outgoing) -> Receipt | None:
         assert self._writer is not None, "simulator not started"
@@ -265,16 +272,22 @@ class SimulatorTransport(Transport):
         return unit
 
     def _arm(self, message: Outgoing, receipt: Receipt, rule: tuple[str, int] | None) -> None:
+        for update in self._news(message, receipt, rule):
+            self._schedule(update.at, update)
+
+    def _news(self, message: Outgoing, receipt: Receipt, rule: tuple[str, int] | None) -> list[StatusUpdate]:
+        """What the phone will report about a message it sent, in order: delivered, then read (iMessage)."""
         if rule is not None and rule[0] == "undelivered":
-            return
+            return []
         # Receipts carry the protocol: one may overtake the dispatcher's own record of the send, and the
         # state machine then fills in "sent" from the receipt alone.
         ids = {"message_id": message.message_id, "provider_id": receipt.provider_id, "protocol": receipt.protocol}
         delivered_at = receipt.sent_at + self.delivery_ms
-        self._schedule(delivered_at, StatusUpdate("delivered", delivered_at, **ids))
+        news = [StatusUpdate("delivered", delivered_at, **ids)]
         if receipt.protocol == "imessage":
             read_at = delivered_at + self.read_ms
-            self._schedule(read_at, StatusUpdate("read", read_at, **ids))
+            news.append(StatusUpdate("read", read_at, **ids))
+        return news
 
     def _schedule(self, due_ms: int, update: StatusUpdate) -> None:
         heapq.heappush(self._timers, (due_ms, next(self._counter), update))
