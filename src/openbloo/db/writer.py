@@ -220,6 +220,21 @@ class Batch:
         return True, result
 
     def flush(self) -> None:
+        if not self._pending:
+            return
+        with self._pipeline():
+            self._flush_pending()
+
+    def _pipeline(self) -> contextlib.AbstractContextManager[Any]:
+        """PostgreSQL: send every statement of the flush before reading any result (one round trip, not one
+        per statement; errors surface when the pipeline ends, before the commit). SQLite: nothing to do."""
+        if self.is_postgres:
+            pipeline = getattr(self.conn.connection.dbapi_connection, "pipeline", None)
+            if pipeline is not None:
+                return pipeline()
+        return contextlib.nullcontext()
+
+    def _flush_pending(self) -> None:
         for _order, stmt, params in sorted(self._pending.values(), key=lambda e: e[0]):
             if isinstance(stmt, Insert):
                 # Consecutive rows with the same columns go in one executemany; queue order is kept.
