@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from openbloo.config import database_urls
 from openbloo.db.engine import make_sync_engine
 from tests.conftest import Server, Tenant, free_port, unique_number
+from tests.test_migrations import HEAD
 
 OPENBLOO = str(Path(sys.executable).with_name("openbloo"))
 KEY_RE = re.compile(r"bl_live_[A-Za-z0-9]{32}")
@@ -92,7 +93,7 @@ def test_migrate_creates_schema_and_is_repeatable(sqlite_url: str, tmp_path: Pat
     first = cli("migrate", "--database-url", sqlite_url, cwd=tmp_path)
     assert "up to date" in first.stdout
     cli("migrate", "--database-url", sqlite_url, cwd=tmp_path)
-    assert [r["version_num"] for r in table_rows(sqlite_url, "alembic_version")] == ["0002"]
+    assert [r["version_num"] for r in table_rows(sqlite_url, "alembic_version")] == [HEAD]
     assert table_rows(sqlite_url, "organizations") == []
     assert not (tmp_path / "openbloo.db").exists(), "--database-url must be honoured"
 
