@@ -231,7 +231,9 @@ class Dispatcher:
                     await transport.resume(job.outgoing, receipt)
             if receipt is None:
                 handed_off = True
-                receipt = await asyncio.wait_for(transport.send(job.outgoing), settings.delivery_send_timeout)
+                # asyncio.timeout, not wait_for: wait_for wraps every send in a task of its own.
+                async with asyncio.timeout(settings.delivery_send_timeout):
+                    receipt = await transport.send(job.outgoing)
         except PermanentError as exc:
             return await writer.run(finished(_failed(job, exc)))
         except asyncio.CancelledError:
