@@ -18,7 +18,7 @@ from typing import Any
 
 from openbloo.db.writer import Batch
 from openbloo.delivery import jobs
-from openbloo.delivery.state import apply_update, load_state
+from openbloo.delivery.state import apply_update, load_state, load_states
 from openbloo.devices.health import HealthRecorder
 from openbloo.devices.optouts import OPTED_OUT_ERRORS, record_opt_out
 from openbloo.ids import new_id, now_ms
@@ -47,6 +47,8 @@ def backoff_seconds(attempts: int, base: float, cap: float) -> float:
 def apply_statuses(updates: list[StatusUpdate]) -> Any:
     def unit(batch: Batch) -> int:
         applied = 0
+        if len(updates) > 1:
+            load_states(batch, [u.message_id for u in updates if u.message_id])
         for u in updates:
             state = load_state(batch, message_id=u.message_id, provider_id=None if u.message_id else u.provider_id)
             if state is None:
@@ -231,7 +233,9 @@ class Dispatcher:
                     await transport.resume(job.outgoing, receipt)
             if receipt is None:
                 handed_off = True
-                receipt = await asyncio.wait_for(transport.send(job.outgoing), settings.delivery_send_timeout)
+                # asyncio.timeout, not wait_for: wait_for wraps every send in a task of its own.
+                async with asyncio.timeout(settings.delivery_send_timeout):
+                    receipt = await transport.send(job.outgoing)
         except PermanentError as exc:
             return await writer.run(finished(_failed(job, exc)))
         except asyncio.CancelledError:

@@ -75,9 +75,12 @@ handoffs = Table(
 )
 
 
-def open_device_store(path: Path) -> Engine:
+def open_device_store(path: Path, *, keep_open: bool = False) -> Engine:
+    """The device's store. ``keep_open``: the running device's writer keeps one connection for its life (a
+    connection per batch, with its pragmas, cost every hand-off a file open); readers use and close one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False}, poolclass=NullPool)
+    pool: dict[str, Any] = {"pool_size": 1, "max_overflow": 0} if keep_open else {"poolclass": NullPool}
+    engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False}, **pool)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -158,7 +161,7 @@ class SimulatorTransport(Transport):
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self, sink: EventSink) -> None:
         self._sink = sink
-        self._engine = await asyncio.to_thread(open_device_store, self.state_path)
+        self._engine = await asyncio.to_thread(lambda: open_device_store(self.state_path, keep_open=True))
         self._writer = Writer(self._engine, name="simulator-device")
         self._writer.start()
         self._wake = asyncio.Event()
