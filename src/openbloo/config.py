@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     webhook_retry_schedule: str | None = None
     webhook_timeout_seconds: float = 15.0
-    webhook_concurrency_per_endpoint: int = 8
+    # 32 in flight: a receiver answering in 20 ms then takes 1,600 events/s; with 8 (the first default) the
+    # sender fell seconds behind a status webhook at a few hundred sends/s (docs/benchmarks.md, e2e).
+    webhook_concurrency_per_endpoint: int = 32
     webhook_concurrency: int = 256
     webhook_poll_seconds: float = 0.25
     log_level: str = "info"
