@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import bindparam, case, or_, select, update
 
 from openbloo.db import models as m
+from openbloo.db.inlist import MAX_SIZE as MAX_IN
+from openbloo.db.inlist import InList
 from openbloo.db.writer import Batch
 
 _d, _ev, _w, _a = m.webhook_deliveries, m.events, m.webhooks, m.webhook_attempts
@@ -67,6 +69,60 @@ class AttemptRecord:
         return self.status is not None and 200 <= self.status < 300
 
 
+# The claim's statements, built once (the sender claims on every wake-up, hundreds of times a second under
+# load): time, limit and worker are bind parameters, and the IN lists are prebuilt per length
+# (openbloo.db.inlist), so every statement runs on the driver cursor instead of being compiled per call.
+_FREE = or_(_d.c.lease_until.is_(None), _d.c.lease_until < bindparam("b_now"))
+# First the candidates, without their payloads: with a backlog, most due rows are over a webhook's slots and
+# are not taken, and parsing their payloads cost more than everything else the sender does.
+_CANDIDATES = (
+    select(_d.c.seq, _d.c.webhook_id, _w.c.deprecated_at, _w.c.valid_until)
+    .join(_w, _w.c.id == _d.c.webhook_id)
+    .where(_d.c.state == "pending", _d.c.next_attempt_at <= bindparam("b_now"), _FREE)
+    .order_by(_d.c.next_attempt_at, _d.c.seq)
+    .limit(bindparam("b_limit"))
+)
+
+
+def _candidates(for_update: bool) -> Callable[[list[Any]], Any]:
+    def build(full: list[Any]) -> Any:
+        stmt = _CANDIDATES.where(_d.c.webhook_id.not_in(full))
+        return stmt.with_for_update(skip_locked=True, of=_d) if for_update else stmt
+
+    return build
+
+
+_CANDIDATES_FOR = {False: _CANDIDATES, True: _CANDIDATES.with_for_update(skip_locked=True, of=_d)}
+# Leaving out the webhooks with no free slot.
+_CANDIDATES_EXCLUDING = {False: InList(_candidates(False), "b_full"), True: InList(_candidates(True), "b_full")}
+_CHOSEN = InList(
+    lambda seqs: (
+        select(
+            _d.c.seq,
+            _d.c.id,
+            _d.c.webhook_id,
+            _d.c.event_id,
+            _d.c.attempts,
+            _ev.c.type,
+            _ev.c.message_id,
+            _ev.c.payload,
+            _w.c.url,
+            _w.c.signing_secret,
+            _w.c.scope,
+        )
+        .join(_ev, _ev.c.id == _d.c.event_id)
+        .join(_w, _w.c.id == _d.c.webhook_id)
+        .where(_d.c.seq.in_(seqs))
+    )
+)
+_LEASE = InList(
+    lambda seqs: (
+        update(_d).where(_d.c.seq.in_(seqs)).values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
+    )
+)
+_SKIP = InList(lambda seqs: update(_d).where(_d.c.seq.in_(seqs)).values(state="skipped", lease_owner=None))
+
+
 def claim(
     worker: str, now: int, lease_ms: int, limit: int, free_slots: Mapping[str, int], per_webhook: int
 ) -> Callable[[Batch], list[ClaimedDelivery]]:
@@ -78,82 +134,41 @@ def claim(
 
     def unit(batch: Batch) -> list[ClaimedDelivery]:
         full = [w for w, n in free_slots.items() if n <= 0]
-        free = or_(_d.c.lease_until.is_(None), _d.c.lease_until < now)
-        # First the candidates, without their payloads: with a backlog, most due rows are over a webhook's
-        # slots and are not taken, and parsing their payloads cost more than everything else the sender does.
-        stmt = (
-            select(_d.c.seq, _d.c.webhook_id, _w.c.deprecated_at, _w.c.valid_until)
-            .join(_w, _w.c.id == _d.c.webhook_id)
-            .where(_d.c.state == "pending", _d.c.next_attempt_at <= now, free)
-            .order_by(_d.c.next_attempt_at, _d.c.seq)
-            .limit(limit * 4)
-        )
-        if full:
-            stmt = stmt.where(_d.c.webhook_id.not_in(full))
-        if batch.is_postgres:
-            stmt = stmt.with_for_update(skip_locked=True, of=_d)
+        params = {"b_now": now, "b_limit": limit * 4}
         taken: dict[str, int] = {}
         picked: list[int] = []
         skipped: list[int] = []
-        for r in batch.conn.execute(stmt):
-            if r.deprecated_at is not None or (r.valid_until != -1 and r.valid_until <= now):
-                skipped.append(r.seq)  # deprecated or expired webhooks get nothing (DECISIONS.md §14)
+        rows: list[tuple[Any, ...]] = []
+        if not full:
+            rows = batch.all(_CANDIDATES_FOR[batch.is_postgres], params)
+        elif len(full) <= MAX_IN:
+            rows = batch.all(*_CANDIDATES_EXCLUDING[batch.is_postgres](full, params))
+        else:  # more full webhooks than one prebuilt list holds: built for this call
+            rows = batch.all(_candidates(batch.is_postgres)(full), params)
+        for seq, webhook_id, deprecated_at, valid_until in rows:
+            if deprecated_at is not None or (valid_until != -1 and valid_until <= now):
+                skipped.append(seq)  # deprecated or expired webhooks get nothing (DECISIONS.md §14)
                 continue
             if len(picked) >= limit:
                 break
-            slots = free_slots.get(r.webhook_id, per_webhook)
-            if taken.get(r.webhook_id, 0) >= slots:
+            slots = free_slots.get(webhook_id, per_webhook)
+            if taken.get(webhook_id, 0) >= slots:
                 continue
-            taken[r.webhook_id] = taken.get(r.webhook_id, 0) + 1
-            picked.append(r.seq)
+            taken[webhook_id] = taken.get(webhook_id, 0) + 1
+            picked.append(seq)
         chosen: list[ClaimedDelivery] = []
-        if picked:
-            rows = batch.conn.execute(
-                select(
-                    _d.c.seq,
-                    _d.c.id,
-                    _d.c.webhook_id,
-                    _d.c.event_id,
-                    _d.c.attempts,
-                    _ev.c.type,
-                    _ev.c.message_id,
-                    _ev.c.payload,
-                    _w.c.url,
-                    _w.c.signing_secret,
-                    _w.c.scope,
-                )
-                .join(_ev, _ev.c.id == _d.c.event_id)
-                .join(_w, _w.c.id == _d.c.webhook_id)
-                .where(_d.c.seq.in_(picked))
-            )
-            by_seq = {row.seq: row for row in rows}
-            for seq in picked:  # in claim order (due time, then acceptance)
-                d = by_seq.get(seq)
-                if d is None:
-                    continue
-                chosen.append(
-                    ClaimedDelivery(
-                        d.seq,
-                        d.id,
-                        d.webhook_id,
-                        d.event_id,
-                        d.attempts,
-                        d.type,
-                        d.message_id,
-                        d.payload,
-                        d.url,
-                        d.signing_secret,
-                        d.scope,
-                    )
-                )
-        if chosen:
-            batch.conn.execute(
-                update(_d)
-                .where(_d.c.seq.in_([c.seq for c in chosen]))
-                .values(lease_owner=worker, lease_until=now + lease_ms)
-            )
-        if skipped:
-            batch.conn.execute(update(_d).where(_d.c.seq.in_(skipped)).values(state="skipped", lease_owner=None))
+        by_seq: dict[int, tuple[Any, ...]] = {}
+        for part in InList.chunks(picked):
+            for row in batch.all(*_CHOSEN(part)):
+                by_seq[row[0]] = row
+        for seq in picked:  # in claim order (due time, then acceptance)
+            d = by_seq.get(seq)
+            if d is not None:
+                chosen.append(ClaimedDelivery(*d))
+        for part in InList.chunks([c.seq for c in chosen]):
+            batch.execute(*_LEASE(part, {"b_worker": worker, "b_until": now + lease_ms}))
+        for part in InList.chunks(skipped):
+            batch.execute(*_SKIP(part))
         return chosen
 
     return unit
