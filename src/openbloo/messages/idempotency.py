@@ -48,9 +48,8 @@ _IDEMPOTENCY_RECORD = select(
 
 
 def idempotency_key(org_id: str, key: str) -> tuple[str, str, str]:
-    """The identity-map key of a record: (request hash, response) once known in this batch, ``ABSENT`` if
-    there is none, or ("stored", request hash, response, expires at) as read for the batch (messages.lookups).
-    """
+    """The identity-map key of a record: (request hash, response, expires at) as stored or written in this
+    batch, or ``ABSENT`` when the batch read that there is none (messages.lookups)."""
     return ("idem", org_id, key)
 
 
@@ -59,17 +58,16 @@ def replay(batch: Batch, org_id: str, idem: Idempotency, now: int) -> SendOutcom
     found = batch.recall(key)
     if found is ABSENT:
         return None
-    if found is None or found[0] == "stored":
+    if found is None:
+        found = batch.first(_IDEMPOTENCY_RECORD, {"org": org_id, "key": idem.key})
+        if found is None:
+            return None
+    request_hash, body, expires_at = found
+    if expires_at <= now:
         t = m.idempotency_keys
-        row = batch.first(_IDEMPOTENCY_RECORD, {"org": org_id, "key": idem.key}) if found is None else found[1:]
-        if row is None:
-            return None
-        request_hash, response_body, expires_at = row
-        if expires_at <= now:
-            batch.conn.execute(delete(t).where(t.c.organization_id == org_id, t.c.key == idem.key))
-            return None
-        found = (request_hash, response_body)
-    request_hash, body = found
+        batch.conn.execute(delete(t).where(t.c.organization_id == org_id, t.c.key == idem.key))
+        batch.remember(key, ABSENT)
+        return None
     if request_hash != idem.request_hash:
         raise ApiError(
             409,
@@ -94,4 +92,4 @@ def remember_response(batch: Batch, org_id: str, idem: Idempotency, body: bytes,
         },
         ORDER_IDEMPOTENCY,
     )
-    batch.remember(idempotency_key(org_id, idem.key), (idem.request_hash, text))
+    batch.remember(idempotency_key(org_id, idem.key), (idem.request_hash, text, now + idem.ttl_ms))

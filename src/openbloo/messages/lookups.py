@@ -77,9 +77,8 @@ def _load_idempotency(batch: Batch, org: str, keys: list[str]) -> None:
         stmt, params = _IDEMPOTENCY(part, {"org": org})
         for key, request_hash, response_body, expires_at in batch.all(stmt, params):
             found.add(key)
-            # An expired record is left to the unit, which deletes it (idempotency.replay); the unit reads
-            # the clock itself, so expiry is judged exactly as before.
-            batch.remember(idempotency_key(org, key), ("stored", request_hash, response_body, expires_at))
+            # An expired record is left to the unit, which deletes it (idempotency.replay) by its own clock.
+            batch.remember(idempotency_key(org, key), (request_hash, response_body, expires_at))
         for key in part:
             if key not in found:
                 batch.remember(idempotency_key(org, key), ABSENT)
