@@ -25,10 +25,7 @@ ORDER_MESSAGES, ORDER_JOBS, ORDER_IDEMPOTENCY = 60, 70, 90  # events: 80 (events
 
 # Hot lookups, built once: executing a prebuilt statement skips SQLAlchemy's per-call construction and
 # cache-key work, which costs more than SQLite's own lookup.
-_CONTACT_BY_IDENTIFIER = select(m.contacts.c.id).where(
-    m.contacts.c.organization_id == bindparam("org"), m.contacts.c.identifier == bindparam("identifier")
-)
-_CONTACT_ID_NAME = select(m.contacts.c.id, m.contacts.c.name).where(
+_CONTACT_BY_IDENTIFIER = select(m.contacts.c.id, m.contacts.c.name).where(
     m.contacts.c.organization_id == bindparam("org"), m.contacts.c.identifier == bindparam("identifier")
 )
 _CHAT_BY_KEY = select(
@@ -144,7 +141,7 @@ def contact_pending(batch: Batch, org_id: str, identifier: str) -> str | None:
 
 def contact_card(batch: Batch, org_id: str, identifier: str) -> tuple[str | None, str | None]:
     """(contact id, name) of a handle: stored, or created earlier in this batch (no name yet), or (None, None)."""
-    row = batch.first(_CONTACT_ID_NAME, {"org": org_id, "identifier": identifier})
+    row = batch.first(_CONTACT_BY_IDENTIFIER, {"org": org_id, "identifier": identifier})
     if row is not None:
         return str(row[0]), row[1]
     return contact_pending(batch, org_id, identifier), None
