@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, Table, event, insert
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, UpdateBase
 
 from openbloo.db.direct import compile_direct, dbapi_cursor
 from openbloo.db.engine import write_lock
@@ -77,7 +77,7 @@ class UnitWithLookups(Generic[T]):
 
     __slots__ = ("fn", "lookups")
 
-    def __init__(self, fn: Callable[[Batch], T], lookups: Any) -> None:
+    def __init__(self, fn: Callable[[Batch], T], lookups: Lookups) -> None:
         self.fn = fn
         self.lookups = lookups
 
@@ -116,7 +116,9 @@ class Batch:
         return rows[0] if rows else None
 
     def all(self, stmt: Executable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """Every row of a prebuilt SELECT as plain tuples (see :meth:`first`)."""
+        """Every row of a prebuilt SELECT (or of an UPDATE/INSERT ... RETURNING) as plain tuples (see :meth:`first`)."""
+        if isinstance(stmt, UpdateBase):
+            self.wrote = True  # an immediate write, as with :meth:`execute`
         direct = compile_direct(stmt, self.conn.dialect)
         if direct is None:
             return [tuple(r) for r in self.conn.execute(stmt, params)]
@@ -340,9 +342,9 @@ def run_units(engine: Engine, units: list[Unit[Any]], *, again: bool = True) -> 
 
 
 def _load_lookups(batch: Batch, units: list[Unit[Any]]) -> None:
-    by_kind: dict[Any, list[Any]] = {}  # Lookups class -> its instances
+    by_kind: dict[type[Lookups], list[Lookups]] = {}
     for u in units:
-        if isinstance(u, UnitWithLookups) and u.lookups is not None:
+        if isinstance(u, UnitWithLookups):
             by_kind.setdefault(type(u.lookups), []).append(u.lookups)
     for kind, wanted in by_kind.items():
         kind.load_all(batch, wanted)

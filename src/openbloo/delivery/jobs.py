@@ -38,15 +38,12 @@ _RENEW_LEASE = (
 )
 # ``updated_at`` of a job marked in flight stays the start of the attempt whose outcome is unknown: a device
 # search for it (find_sent) starts there.
-_START_ATTEMPT = (
-    update(_j)
-    .where(_j.c.seq == bindparam("b_seq"), _j.c.state == "pending")
-    .values(
-        lease_owner=bindparam("b_worker"),
-        attempts=_j.c.attempts + 1,
-        updated_at=case((_j.c.lease_owner.is_(None), bindparam("b_now")), else_=_j.c.updated_at),
-    )
-)
+_STARTED = {
+    "lease_owner": bindparam("b_worker"),
+    "attempts": _j.c.attempts + 1,
+    "updated_at": case((_j.c.lease_owner.is_(None), bindparam("b_now")), else_=_j.c.updated_at),
+}
+_START_ATTEMPT = update(_j).where(_j.c.seq == bindparam("b_seq"), _j.c.state == "pending").values(_STARTED)
 _JOB_DONE = (
     update(_j)
     .where(_j.c.seq == bindparam("b_seq"))
@@ -150,16 +147,7 @@ _PENDING_JOBS = InList(
 # The claim starts the first due job of each conversation itself, as mark_attempt would right after it:
 # the in-flight marker is committed before the hand-off either way, with one unit of work fewer.
 _START_HEADS = InList(
-    lambda seqs: (
-        update(_j)
-        .where(_j.c.seq.in_(seqs), _j.c.state == "pending")
-        .values(
-            lease_owner=bindparam("b_worker"),
-            attempts=_j.c.attempts + 1,
-            updated_at=case((_j.c.lease_owner.is_(None), bindparam("b_now")), else_=_j.c.updated_at),
-        )
-        .returning(_j.c.seq)
-    )
+    lambda seqs: update(_j).where(_j.c.seq.in_(seqs), _j.c.state == "pending").values(_STARTED).returning(_j.c.seq)
 )
 _REPLY_TO = 13  # the position of messages.reply_to in _PENDING_JOBS's rows
 _PROVIDER_IDS = InList(
@@ -237,7 +225,6 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
         heads = [jobs[0].seq for jobs in grouped.values() if jobs and jobs[0].next_attempt_at <= now]
         started: set[int] = set()
         if heads:
-            batch.wrote = True  # an UPDATE run through batch.all (for its RETURNING)
             started = {r[0] for r in batch.all(*_START_HEADS(heads, {"b_worker": worker, "b_now": now}))}
         claimed = []
         for cid, jobs in grouped.items():
