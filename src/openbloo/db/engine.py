@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,18 +106,24 @@ class SqliteWriteLock:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-_write_locks: dict[str, SqliteWriteLock] = {}
+_write_locks: dict[str, SqliteWriteLock] = {}  # one per file: engines on the same file share its queue
+_engine_locks: weakref.WeakKeyDictionary[Engine, SqliteWriteLock | None] = weakref.WeakKeyDictionary()
 _write_locks_guard = threading.Lock()
+
+
+def _lock_for(engine: Engine) -> SqliteWriteLock | None:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = os.path.abspath(database) + "-writelock"
+    with _write_locks_guard:
+        return _write_locks.setdefault(path, SqliteWriteLock(path))
 
 
 def write_lock(engine: Engine) -> contextlib.AbstractContextManager[None]:
     """What a write transaction on ``engine`` holds: the SQLite file's writer queue, or nothing elsewhere."""
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return contextlib.nullcontext()
-    path = os.path.abspath(database) + "-writelock"
-    lock = _write_locks.get(path)
-    if lock is None:
-        with _write_locks_guard:
-            lock = _write_locks.setdefault(path, SqliteWriteLock(path))
-    return lock.held()
+    try:
+        lock = _engine_locks[engine]
+    except KeyError:  # resolved once per engine: every batch asks
+        lock = _engine_locks[engine] = _lock_for(engine)
+    return lock.held() if lock is not None else contextlib.nullcontext()
