@@ -10,6 +10,7 @@ twice at once, and a sender that dies mid-attempt leaves leases that expire and 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -84,17 +85,14 @@ _CANDIDATES = (
 )
 
 
-def _candidates(for_update: bool) -> Callable[[list[Any]], Any]:
-    def build(full: list[Any]) -> Any:
-        stmt = _CANDIDATES.where(_d.c.webhook_id.not_in(full))
-        return stmt.with_for_update(skip_locked=True, of=_d) if for_update else stmt
-
-    return build
+def _candidates(for_update: bool, full: list[Any] | None = None) -> Any:
+    """The candidates query, leaving out the webhooks in ``full`` (no free slot); PostgreSQL locks its rows."""
+    stmt = _CANDIDATES if full is None else _CANDIDATES.where(_d.c.webhook_id.not_in(full))
+    return stmt.with_for_update(skip_locked=True, of=_d) if for_update else stmt
 
 
-_CANDIDATES_FOR = {False: _CANDIDATES, True: _CANDIDATES.with_for_update(skip_locked=True, of=_d)}
-# Leaving out the webhooks with no free slot.
-_CANDIDATES_EXCLUDING = {False: InList(_candidates(False), "b_full"), True: InList(_candidates(True), "b_full")}
+_CANDIDATES_FOR = {pg: _candidates(pg) for pg in (False, True)}
+_CANDIDATES_EXCLUDING = {pg: InList(functools.partial(_candidates, pg), "b_full") for pg in (False, True)}
 _CHOSEN = InList(
     lambda seqs: (
         select(
@@ -144,7 +142,7 @@ def claim(
         elif len(full) <= MAX_IN:
             rows = batch.all(*_CANDIDATES_EXCLUDING[batch.is_postgres](full, params))
         else:  # more full webhooks than one prebuilt list holds: built for this call
-            rows = batch.all(_candidates(batch.is_postgres)(full), params)
+            rows = batch.all(_candidates(batch.is_postgres, full), params)
         for seq, webhook_id, deprecated_at, valid_until in rows:
             if deprecated_at is not None or (valid_until != -1 and valid_until <= now):
                 skipped.append(seq)  # deprecated or expired webhooks get nothing (DECISIONS.md §14)

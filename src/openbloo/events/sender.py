@@ -210,6 +210,7 @@ class WebhookSender:
         self.schedule = parse_retry_schedule(s.webhook_retry_schedule)
         self.timeout = s.webhook_timeout_seconds
         self.per_webhook = max(1, s.webhook_concurrency_per_endpoint)
+        self.ahead = self.per_webhook * PREFETCH  # deliveries one webhook may have claimed, in flight or waiting
         self.concurrency = max(1, s.webhook_concurrency)
         self.poll = s.webhook_poll_seconds
         # One attempt takes at most the timeout; the margin covers recording it. A sender that dies holds its
@@ -273,7 +274,7 @@ class WebhookSender:
                 self._wake.clear()
                 room = self.concurrency * PREFETCH - self._active - self._queued_total
                 claimed: list[ClaimedDelivery] = []
-                ahead = self.per_webhook * PREFETCH
+                ahead = self.ahead
                 busy = set(self._inflight) | set(self._queued)
                 slots = {w: ahead - self._inflight.get(w, 0) - len(self._queued.get(w, ())) for w in busy}
                 # What the busy webhooks can still take, plus one idle webhook's worth: the claim scans a
@@ -336,7 +337,7 @@ class WebhookSender:
         # Refill in halves: claiming for every freed slot made one claim (a writer unit scanning the due
         # rows) per delivery; a webhook whose claimed-ahead window is still more than half full has work.
         waiting = self._inflight.get(d.webhook_id, 0) + len(self._queued.get(d.webhook_id, ()))
-        if waiting <= self.per_webhook * PREFETCH // 2:
+        if waiting <= self.ahead // 2:
             self._wake.set()
 
     async def _log(self, record: AttemptRecord) -> None:
