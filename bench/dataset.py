@@ -114,44 +114,15 @@ def generate_sqlite(path: Path, n_messages: int) -> dict[str, Any]:
         inbound = k % 5 == 4
         mid = new_id("msg_")
         text = f"history message {k}"
-        if inbound:
-            rows.append(
-                (
-                    mid,
-                    org_id,
-                    chat_ids[ci],
-                    conv_ids[ci],
-                    number_id,
-                    None,
-                    "inbound",
-                    "received",
-                    text,
-                    None,
-                    handles[ci],
-                    t,
-                    None,
-                    t,
-                )
-            )
-        else:
-            rows.append(
-                (
-                    mid,
-                    org_id,
-                    chat_ids[ci],
-                    conv_ids[ci],
-                    number_id,
-                    api_key_id,
-                    "outbound",
-                    "delivered",
-                    text,
-                    '{"mode":"text"}',
-                    None,
-                    t,
-                    t + 5,
-                    t,
-                )
-            )
+        # api key, direction, status, options, sender, time delivered: what differs between the two kinds
+        kind = (
+            (None, "inbound", "received", None, handles[ci], None)
+            if inbound
+            else (api_key_id, "outbound", "delivered", '{"mode":"text"}', None, t + 5)
+        )
+        key_id, direction, status, options, sender, delivered = kind
+        row = (mid, org_id, chat_ids[ci], conv_ids[ci], number_id, key_id, direction, status, text, options, sender)
+        rows.append((*row, t, delivered, t))
         c = counters[ci]
         c[0] += 1
         c[1 if inbound else 2] += 1
