@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import sqlite3
 import threading
 import weakref
 from collections.abc import Iterator
@@ -15,6 +17,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from openbloo.config import DatabaseUrls
+
+log = logging.getLogger("openbloo.db")
 
 # Long enough for the CLI and a running server to take turns on one SQLite file without "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -32,12 +36,21 @@ def _json_dumps(value: Any) -> str:
 JSON_CODEC: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": msgspec.json.decode}
 
 
-def _sqlite_pragmas(synchronous: str) -> Any:
+# Pages of WAL after which a committing connection checkpoints by itself. The writers' checkpoints are done
+# by a thread of their own (WalCheckpointer), so this is only the backstop for when it falls behind.
+WRITER_AUTOCHECKPOINT_PAGES = 10_000
+
+
+def sqlite_pragmas(synchronous: str, autocheckpoint: int | None = None) -> Any:
+    """The connect-time settings of every openbloo SQLite connection (WAL, durability, lock waits)."""
+
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if autocheckpoint is not None:
+            cur.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
         cur.close()
 
     return on_connect
@@ -50,7 +63,7 @@ def make_sync_engine(urls: DatabaseUrls, *, synchronous: str = "NORMAL", pool_si
             urls.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         # Pooled: the writer thread keeps its connection (and its prepared-statement cache) across batches.
         engine = create_engine(urls.sync, connect_args={"check_same_thread": False}, pool_size=pool_size, **JSON_CODEC)
-        event.listen(engine, "connect", _sqlite_pragmas(synchronous))
+        event.listen(engine, "connect", sqlite_pragmas(synchronous, WRITER_AUTOCHECKPOINT_PAGES))
         # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take control of it.
         event.listen(engine, "connect", lambda c, _r: setattr(c, "isolation_level", None))
         # IMMEDIATE: take the write lock up front, waiting for it (busy_timeout). A deferred transaction that
@@ -64,7 +77,7 @@ def make_sync_engine(urls: DatabaseUrls, *, synchronous: str = "NORMAL", pool_si
 def make_async_engine(urls: DatabaseUrls, *, synchronous: str = "NORMAL", pool_size: int = 10) -> AsyncEngine:
     if urls.is_sqlite:
         engine = create_async_engine(urls.async_, pool_size=pool_size, max_overflow=0, **JSON_CODEC)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(synchronous))
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas(synchronous))
         return engine
     return create_async_engine(
         urls.async_, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **JSON_CODEC
@@ -112,12 +125,62 @@ _write_locks_guard = threading.Lock()
 
 
 def _lock_for(engine: Engine) -> SqliteWriteLock | None:
+    database = sqlite_file(engine)
+    if database is None:
+        return None
+    path = database + "-writelock"
+    with _write_locks_guard:
+        return _write_locks.setdefault(path, SqliteWriteLock(path))
+
+
+def sqlite_file(engine: Engine) -> str | None:
+    """The absolute path of the SQLite file ``engine`` writes, or None (PostgreSQL, in-memory, URI names)."""
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
-    path = os.path.abspath(database) + "-writelock"
-    with _write_locks_guard:
-        return _write_locks.setdefault(path, SqliteWriteLock(path))
+    return os.path.abspath(database)
+
+
+class WalCheckpointer:
+    """Moves a SQLite file's write-ahead log into the database from a thread of its own.
+
+    By default SQLite checkpoints inside the commit that takes the WAL past 1,000 pages, and a checkpoint
+    writes the database file and fsyncs it: the writer thread stalled there, and with it every request
+    waiting for its batch (in a closed-loop run of the send route the accepting process sat idle for about
+    a third of its wall time, and ran at 1.6x the rate with fsync switched off). This thread runs a PASSIVE
+    checkpoint every ``interval`` on a connection of its own, which never blocks the writer or a reader;
+    the writers' own auto-checkpoint stays as a backstop (WRITER_AUTOCHECKPOINT_PAGES). Durability does
+    not change: a commit is as durable in the WAL as after its checkpoint.
+    """
+
+    def __init__(self, path: str, interval: float = 0.1) -> None:
+        self.path = path
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # busy or the file went away: the next round tries again
+                    log.debug("WAL checkpoint of %s: %s", self.path, exc)
+        finally:
+            conn.close()
 
 
 def write_lock(engine: Engine) -> contextlib.AbstractContextManager[None]:

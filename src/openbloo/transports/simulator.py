@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.pool import NullPool
 
+from openbloo.db.engine import WRITER_AUTOCHECKPOINT_PAGES, sqlite_pragmas
 from openbloo.db.writer import Batch, Writer, run_unit
 from openbloo.ids import new_id, now_ms
 from openbloo.transports.base import (
@@ -82,13 +83,7 @@ def open_device_store(path: Path, *, keep_open: bool = False) -> Engine:
     pool: dict[str, Any] = {"pool_size": 1, "max_overflow": 0} if keep_open else {"poolclass": NullPool}
     engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False}, **pool)
 
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
+    event.listen(engine, "connect", sqlite_pragmas("NORMAL", WRITER_AUTOCHECKPOINT_PAGES if keep_open else None))
 
     device_metadata.create_all(engine)
     return engine
