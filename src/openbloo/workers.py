@@ -11,6 +11,8 @@ import contextlib
 import logging
 import signal
 
+from openbloo.db import wakeups
+from openbloo.db.wakeups import PgWakeups
 from openbloo.delivery.dispatcher import Dispatcher
 from openbloo.devices.reconciler import Reconciler
 from openbloo.events.sender import WebhookSender
@@ -27,13 +29,21 @@ class Workers:
         self.dispatcher = Dispatcher(runtime, self.registry)
         self.reconciler = Reconciler(runtime, self.registry)
         self.webhooks = WebhookSender(runtime)
+        self.wakeups: PgWakeups | None = None
+        if runtime.urls.dialect == "postgresql":  # other processes' commits wake these workers
+            wakers = {wakeups.JOBS: [self.dispatcher.wake], wakeups.WEBHOOKS: [self.webhooks.wake]}
+            self.wakeups = PgWakeups(runtime.urls.sync, wakers)
 
     async def start(self) -> None:
         await self.webhooks.start()
         await self.dispatcher.start()  # starts the registry: every device transport runs from here on
         await self.reconciler.start()
+        if self.wakeups is not None:
+            await self.wakeups.start()
 
     async def stop(self) -> None:
+        if self.wakeups is not None:
+            await self.wakeups.stop()
         await self.reconciler.stop()
         await self.dispatcher.stop()
         await self.webhooks.stop()

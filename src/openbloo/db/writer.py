@@ -99,6 +99,7 @@ class Batch:
         # Deferred statements, executed at flush in order of first use, many parameter sets per statement.
         self._pending: dict[Any, tuple[int, Executable, list[dict[str, Any]]]] = {}
         self._after_commit: list[Callable[[], None]] = []
+        self._signals: set[str] = set()
         self._savepoint: Any = None
         # Set when the running unit executes an INSERT/UPDATE/DELETE itself (not deferred): if that unit
         # then fails outside a savepoint, its writes cannot be undone alone and the batch is re-run.
@@ -174,6 +175,13 @@ class Batch:
         """Run ``fn`` in the writer thread once the batch is durable (wake-ups, cache invalidation)."""
         self._after_commit.append(fn)
 
+    def signal(self, channel: str) -> None:
+        """Tell other processes, at commit, that there is news on ``channel`` (PostgreSQL NOTIFY; see
+        :mod:`openbloo.db.wakeups`). A no-op on SQLite. A unit that fails after signalling costs at most a
+        wake-up that finds nothing."""
+        if self.is_postgres:
+            self._signals.add(channel)
+
     def savepoint(self) -> None:
         """Make the current unit's immediate writes roll back if the unit fails. Idempotent per unit."""
         if self._savepoint is None:
@@ -223,10 +231,15 @@ class Batch:
         return True, result
 
     def flush(self) -> None:
-        if not self._pending:
+        if not self._pending and not self._signals:
             return
         with self._pipeline():
             self._flush_pending()
+            if self._signals:
+                cur = self._raw_cursor()
+                for channel in sorted(self._signals):
+                    cur.execute(f"NOTIFY {channel}")  # channel names are the constants of db.wakeups
+                self._signals.clear()
 
     def _pipeline(self) -> contextlib.AbstractContextManager[Any]:
         """PostgreSQL: send every statement of the flush before reading any result (one round trip, not one

@@ -137,6 +137,10 @@ class Dispatcher:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.registry.close()
 
+    def wake(self) -> None:
+        """New jobs are waiting (called on the event loop: another process's commit)."""
+        self._wake.set()
+
     def wake_threadsafe(self) -> None:
         """Called from the writer thread after a send commits: new jobs are waiting."""
         if self._loop is not None and not self._loop.is_closed():

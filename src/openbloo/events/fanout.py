@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 
 from openbloo.db import models as m
+from openbloo.db import wakeups
 from openbloo.db.writer import Batch
 from openbloo.ids import new_id
 
@@ -157,6 +158,8 @@ def fan_out(batch: Batch, event: dict[str, Any]) -> int:
             ORDER_DELIVERIES,
         )
         queued += 1
+    if queued:
+        batch.signal(wakeups.WEBHOOKS)
     if queued and not batch.recall("webhook_wakeup"):
         batch.remember("webhook_wakeup", True)
         batch.after_commit(_notify)

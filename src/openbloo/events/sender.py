@@ -262,6 +262,10 @@ class WebhookSender:
         if self.client is not None:
             await self.client.aclose()
 
+    def wake(self) -> None:
+        """New deliveries are waiting (called on the event loop: another process's commit)."""
+        self._wake.set()
+
     def wake_threadsafe(self) -> None:
         """Called from the writer thread after a batch with new deliveries commits."""
         if self._loop is not None and not self._loop.is_closed():

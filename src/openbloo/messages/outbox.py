@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, case, func, update
 
 from openbloo.chats.store import ORDER_JOBS, ORDER_MESSAGES, ChatRef, ConversationRef
 from openbloo.db import models as m
+from openbloo.db import wakeups
 from openbloo.db.writer import Batch
 from openbloo.events.payloads import message_payload
 from openbloo.events.store import record_event
@@ -165,6 +166,7 @@ def record_outbound(
             ),
             created_at=now,
         )
+    batch.signal(wakeups.JOBS)
     last = messages[-1].row
     batch.execute_later(
         "chat_outbound",
