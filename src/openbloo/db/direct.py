@@ -48,18 +48,19 @@ class Direct:
 
     def rows(self, fetched: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Driver rows as SQLAlchemy would return them (result processors applied), as plain tuples."""
-        if not self.result_procs:
+        procs = self.result_procs
+        if not procs:
             return fetched
         out = []
         for r in fetched:
-            if all(r[i] is None for i, _proc in self.result_procs):
-                out.append(r)  # nothing to convert (NULL JSON columns, the common case)
-                continue
-            row = list(r)
-            for i, proc in self.result_procs:
-                if row[i] is not None:
-                    row[i] = proc(row[i])
-            out.append(tuple(row))
+            row: list[Any] | None = None  # copied only if a value needs converting (NULL JSON is the common case)
+            for i, proc in procs:
+                value = r[i]
+                if value is not None:
+                    if row is None:
+                        row = list(r)
+                    row[i] = proc(value)
+            out.append(r if row is None else tuple(row))
         return out
 
 

@@ -111,7 +111,9 @@ def test_rule(handle: str) -> tuple[str, int] | None:
     """The test behaviour a handle asks for: ("permanent", 0), ("transient", N), ("undelivered", 0) or None."""
     if "@" in handle:
         return None
-    digits = "".join(c for c in handle if c.isdigit())[-4:]
+    digits = handle[-4:]
+    if not digits.isdigit():  # not the usual "+1555…": the last four of its digits, wherever they are
+        digits = "".join(c for c in handle if c.isdigit())[-4:]
     if len(digits) < 4:
         return None
     if digits.startswith("04"):
