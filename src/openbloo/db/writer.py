@@ -98,6 +98,7 @@ class Batch:
         self._undo: list[tuple[Any, Any]] = []
         # Deferred statements, executed at flush in order of first use, many parameter sets per statement.
         self._pending: dict[Any, tuple[int, Executable, list[dict[str, Any]]]] = {}
+        self._last_per: dict[Any, str] = {}
         self._after_commit: list[Callable[[], None]] = []
         self._signals: set[str] = set()
         self._savepoint: Any = None
@@ -163,11 +164,21 @@ class Batch:
         """
         self.execute_later(table, _insert_of(table), row, order)
 
-    def execute_later(self, key: Any, stmt: Executable, params: dict[str, Any], order: int = 100) -> None:
-        """Queue ``stmt`` with ``params``; every queued parameter set of ``key`` runs as one executemany."""
+    def execute_later(
+        self, key: Any, stmt: Executable, params: dict[str, Any], order: int = 100, *, last_per: str | None = None
+    ) -> None:
+        """Queue ``stmt`` with ``params``; every queued parameter set of ``key`` runs as one executemany.
+
+        ``last_per`` names a parameter that identifies the row a parameter set writes in full (every
+        column it sets, from the unit's latest view of the row): of several sets for one row, only the
+        last is executed. A message that goes queued → sent → delivered → read in one batch is then one
+        UPDATE, not three.
+        """
         entry = self._pending.get(key)
         if entry is None:
             self._pending[key] = (order, stmt, [params])
+            if last_per is not None:
+                self._last_per[key] = last_per
         else:
             entry[2].append(params)
 
@@ -251,7 +262,10 @@ class Batch:
         return contextlib.nullcontext()
 
     def _flush_pending(self) -> None:
-        for _order, stmt, params in sorted(self._pending.values(), key=lambda e: e[0]):
+        for key, (_order, stmt, params) in sorted(self._pending.items(), key=lambda e: e[1][0]):
+            field = self._last_per.get(key)
+            if field is not None and len(params) > 1:
+                params = list({p[field]: p for p in params}.values())  # the last set of each row
             if isinstance(stmt, Insert):
                 # Consecutive rows with the same columns go in one executemany; queue order is kept.
                 start = 0

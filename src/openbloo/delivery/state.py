@@ -141,6 +141,7 @@ def _save(batch: Batch, state: MessageState) -> None:
             "b_time_read": state.time_read,
             "b_error": state.error,
         },
+        last_per="b_id",  # each set is the message's whole state: the batch's last one is what counts
     )
 
 

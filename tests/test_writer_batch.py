@@ -1,0 +1,43 @@
+"""Deferred statements of a batch: ``last_per`` runs one parameter set per row, the last one its units queued."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Column, Integer, MetaData, Table, bindparam, text, update
+
+from openbloo.config import database_urls
+from openbloo.db.engine import make_sync_engine
+from openbloo.db.writer import Batch, run_units
+
+meta = MetaData()
+rows = Table("batch_test_rows", meta, Column("id", Integer, primary_key=True), Column("v", Integer, nullable=False))
+SET_V = update(rows).where(rows.c.id == bindparam("b_id")).values(v=bindparam("b_v"))
+
+
+def _set(row_id: int, v: int, *, fail: bool = False) -> object:
+    def unit(batch: Batch) -> int:
+        batch.execute_later("set_v", SET_V, {"b_id": row_id, "b_v": v}, last_per="b_id")
+        if fail:
+            raise ValueError("this unit changes its mind")
+        return v
+
+    return unit
+
+
+def test_only_the_last_parameter_set_of_a_row_runs(tmp_path: Path) -> None:
+    engine = make_sync_engine(database_urls(f"sqlite:///{tmp_path / 'b.db'}"))
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(rows.insert(), [{"id": 1, "v": 0}, {"id": 2, "v": 0}])
+        before = conn.execute(text("SELECT total_changes()")).scalar_one()
+    units = [_set(1, 1), _set(2, 5), _set(1, 2), _set(1, 3, fail=True)]
+    outcomes = run_units(engine, units)  # type: ignore[arg-type]
+    assert [ok for ok, _ in outcomes] == [True, True, True, False]
+    with engine.connect() as conn:
+        assert dict(conn.execute(rows.select()).all()) == {1: 2, 2: 5}  # the failed unit's set is gone
+    # total_changes() is per connection: the writer's pool hands the same SQLite connection back here.
+    with engine.begin() as conn:
+        changed = conn.execute(text("SELECT total_changes()")).scalar_one() - before
+    assert changed == 2, f"{changed} row updates for two rows"
+    engine.dispose()
