@@ -22,8 +22,8 @@ from sqlalchemy import and_, bindparam, case, or_, select, update
 from openbloo.db import models as m
 from openbloo.db.inlist import MAX_SIZE as MAX_IN
 from openbloo.db.inlist import InList
-from openbloo.db.writer import Batch
-from openbloo.delivery.state import advance, apply_update, load_state
+from openbloo.db.writer import Batch, UnitWithLookups
+from openbloo.delivery.state import StateLookup, advance, apply_update, load_state
 from openbloo.errors import ApiError
 from openbloo.transports.base import Outgoing, Receipt
 
@@ -295,10 +295,12 @@ def then_next(
         release([job.conversation_id], worker)(batch)
         return RELEASED
 
+    if isinstance(finish, UnitWithLookups):  # what ``finish`` reads, the batch still reads for all its units
+        return UnitWithLookups(unit, finish.lookups)
     return unit
 
 
-def record_sent(job: Job, receipt: Receipt, now: int) -> Callable[[Batch], None]:
+def record_sent(job: Job, receipt: Receipt, now: int) -> UnitWithLookups[None]:
     def unit(batch: Batch) -> None:
         batch.execute_later("job_done", _JOB_DONE, {"b_seq": job.seq, "b_now": now})
         state = load_state(batch, message_id=job.outgoing.message_id)
@@ -319,7 +321,7 @@ def record_sent(job: Job, receipt: Receipt, now: int) -> Callable[[Batch], None]
             if chat is not None and chat[0]:
                 batch.execute(_GROUP_CHAT_GUID, {"b_group": chat[0], "b_guid": receipt.chat_guid})
 
-    return unit
+    return UnitWithLookups(unit, StateLookup(job.outgoing.message_id))
 
 
 def record_retry(

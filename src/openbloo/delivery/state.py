@@ -127,6 +127,20 @@ def load_states(batch: Batch, message_ids: list[str]) -> None:
             batch.remember(("msg", state.id), state)
 
 
+class StateLookup:
+    """A unit will read this message's state (:class:`~openbloo.db.writer.Lookups`): the batch reads every
+    such unit's with one query per few hundred instead of one per message."""
+
+    __slots__ = ("message_id",)
+
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+
+    @classmethod
+    def load_all(cls, batch: Batch, wanted: list[Any]) -> None:
+        load_states(batch, [w.message_id for w in wanted])
+
+
 def _save(batch: Batch, state: MessageState) -> None:
     batch.remember(("msg", state.id), state)
     batch.execute_later(
