@@ -95,6 +95,7 @@ def e2e_section(runs: list[dict[str, Any]]) -> str:
         rows.append(
             [
                 r["store"],
+                r.get("rate_basis", "closed loop"),
                 r.get("max_rate_per_s"),
                 f"{_f(r.get('offered_per_s'))} ({r.get('fraction', 0.5):g}×)",
                 r.get("accepted_per_s"),
@@ -115,6 +116,7 @@ def e2e_section(runs: list[dict[str, Any]]) -> str:
     return _table(
         [
             "store",
+            "maximum measured as",
             "max rate/s",
             "offered/s",
             "accepted/s",
@@ -133,6 +135,23 @@ def e2e_section(runs: list[dict[str, Any]]) -> str:
         ],
         rows,
     )
+
+
+def sustainable_section(runs: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            r["store"],
+            r.get("accepted_per_s"),
+            r.get("delivered_webhooks_per_s"),
+            r.get("sustainable_per_s"),
+            r.get("lat_p99_ms"),
+            r.get("cpu_us_per_accepted"),
+        ]
+        for r in runs
+    ]
+    headers = ["store", "accepted/s", "delivered webhooks/s", "sustained/s", "accept p99 ms"]
+    headers.append("server CPU µs / accepted")
+    return _table(headers, rows)
 
 
 def kill9_section(runs: list[dict[str, Any]]) -> str:
@@ -277,6 +296,14 @@ def render(results: dict[str, Any]) -> str:
             "## Fixed offered rate (half the maximum) and end-to-end latency",
             "",
             e2e_section(results["e2e"]),
+        ]
+    if results.get("e2e_sustainable"):
+        parts += [
+            "",
+            "Sustained rate with the webhook (closed loop, a `status` webhook taking every event): the lower of",
+            "accepted sends/s and `message.delivered` webhooks received/s in the same window.",
+            "",
+            sustainable_section(results["e2e_sustainable"]),
         ]
     if results.get("kill9"):
         parts += ["", "## kill -9 under load", "", kill9_section(results["kill9"])]
