@@ -7,6 +7,7 @@ trust auth). Without a reachable PostgreSQL the second half skips with a message
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -75,6 +76,22 @@ def postgres_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
+def own_postgres_database(server_url: str, prefix: str = "openbloo_own") -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server of ``server_url`` (a database URL), dropped afterwards."""
+    import psycopg
+
+    base, _ = server_url.rsplit("/", 1)
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def empty_database(database_url: str, tmp_path: Path) -> Iterator[str]:
     """A database of the test's own, on the session's kind (SQLite file or a new PostgreSQL database):
@@ -82,17 +99,8 @@ def empty_database(database_url: str, tmp_path: Path) -> Iterator[str]:
     if not database_url.startswith("postgresql"):
         yield f"sqlite:///{tmp_path / 'own.db'}"
         return
-    import psycopg
-
-    base, _ = database_url.rsplit("/", 1)
-    name = f"openbloo_own_{secrets.token_hex(4)}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_postgres_database(database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

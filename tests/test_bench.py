@@ -69,3 +69,23 @@ def test_a_two_second_accept_run_reports_accepted_sends_and_their_rows(tmp_path:
     # Every accepted request committed its messages (text arrays fan out to 3), jobs and queued events.
     assert r["rows_in_db"] >= r["ok"]
     assert r["jobs_in_db"] == r["queued_events_in_db"] >= r["rows_in_db"]
+
+
+def test_the_in_process_drive_accepts_every_send() -> None:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--sends", "96", "--warmup", "32", "--workers"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["sends"] == 96
+    assert result["statuses"] == {"202": 128}  # warm-up and measured sends, every one accepted
+    assert result["accepted_per_s"] > 0 and result["cpu_us_per_send"] > 0

@@ -4,7 +4,6 @@ delivery and its webhook do not wait for the worker's next poll."""
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import own_postgres_database
 from tests.helpers import path_id, wait_for
 from tests.receiver import Receiver
 from tests.serve_process import OPENBLOO, ServeProcess
@@ -30,17 +30,8 @@ SLOW_POLLS = {
 
 @pytest.fixture
 def pg_url(postgres_database: str) -> Iterator[str]:
-    import psycopg
-
-    base = postgres_database.rsplit("/", 1)[0]
-    name = f"openbloo_wake_{secrets.token_hex(4)}"
-    with psycopg.connect(postgres_database, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(postgres_database, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_postgres_database(postgres_database, "openbloo_wake") as url:
+        yield url
 
 
 def test_the_worker_process_is_woken_by_the_api_process(pg_url: str, tmp_path: Path) -> None:
