@@ -146,9 +146,13 @@ def openbloo_accept(
                 url, conns=ctx.conns, secs=ctx.secs, env=dep.wrk_env(PREFIX="b"), out=ctx.out / f"{name}.wrk"
             ),
         )
-        rows = query(dep, "SELECT count(*) FROM messages WHERE text LIKE 'b%'")[0][0]
-        jobs = query(dep, "SELECT count(*) FROM delivery_jobs")[0][0]
-        events = query(dep, "SELECT count(*) FROM events WHERE type = 'message.queued'")[0][0]
+        # One statement, so one snapshot: requests still in flight when wrk stops may commit between two
+        # separate counts (a batch's job and its event then land on either side of them).
+        rows, jobs, events = query(
+            dep,
+            "SELECT (SELECT count(*) FROM messages WHERE text LIKE 'b%'), (SELECT count(*) FROM delivery_jobs),"
+            " (SELECT count(*) FROM events WHERE type = 'message.queued')",
+        )[0]
         if ctx.profile and store == "sqlite" and dep.layout in ("serve", "serve-api") and not baseline:
             res["profile"] = _profiled_run(ctx, dep, name, {})
         tree = " (baseline tree)" if baseline else ""
