@@ -19,7 +19,7 @@ from sqlalchemy import insert, select, update
 from openbloo.account.numbers import add_number, set_number
 from openbloo.auth.keys import create_key
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.ids import new_id, now_ms
 from tests.conftest import Server, Tenant, make_tenant, unique_number
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from openbloo.db.batch import Batch
 from openbloo.db.engine import SqliteWriteLock, write_lock
-from openbloo.db.writer import Batch, run_unit
+from openbloo.db.writer import run_unit
 
 HOLDER = """
 import sys, time

@@ -7,8 +7,9 @@ from pathlib import Path
 from sqlalchemy import Column, Integer, MetaData, Table, bindparam, text, update
 
 from openbloo.config import database_urls
+from openbloo.db.batch import Batch
 from openbloo.db.engine import make_sync_engine
-from openbloo.db.writer import Batch, run_units
+from openbloo.db.writer import run_units
 
 meta = MetaData()
 rows = Table("batch_test_rows", meta, Column("id", Integer, primary_key=True), Column("v", Integer, nullable=False))

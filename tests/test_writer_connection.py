@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, text
 
 from openbloo.config import database_urls
+from openbloo.db.batch import Batch
 from openbloo.db.engine import WRITER_AUTOCHECKPOINT_PAGES, make_sync_engine
-from openbloo.db.writer import Batch, HeldConnection, Writer
+from openbloo.db.writer import HeldConnection, Writer
 
 meta = MetaData()
 rows = Table("writer_test_rows", meta, Column("id", Integer, primary_key=True), Column("pad", Integer, nullable=False))

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, update
 
 from openbloo.auth.keys import get_or_create_org, hash_key
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.errors import ApiError
 from openbloo.ids import new_id, now_ms
 from openbloo.transports.config import TRANSPORTS, callback_urls, inbound_url, new_inbound_token, public_config

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.errors import ApiError
 from openbloo.ids import new_id, now_ms
 

@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, select
 
 from openbloo.addressing import Handle
 from openbloo.db import models as m
-from openbloo.db.writer import ABSENT, Batch
+from openbloo.db.batch import ABSENT, Batch
 from openbloo.ids import new_id
 
 # Flush order of deferred inserts: parents before children (foreign keys on PostgreSQL).

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.delivery import jobs
 from openbloo.delivery.state import apply_update, load_state, load_states
 from openbloo.devices.health import HealthRecorder

@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, or_, select, update
 
 from openbloo.db import models as m
+from openbloo.db.batch import Batch, UnitWithLookups
 from openbloo.db.inlist import MAX_SIZE as MAX_IN
 from openbloo.db.inlist import InList
-from openbloo.db.writer import Batch, UnitWithLookups
 from openbloo.delivery.state import StateLookup, advance, apply_update, load_state
 from openbloo.errors import ApiError
 from openbloo.transports.base import Outgoing, Receipt

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import bindparam, select, update
 
 from openbloo.db import models as m
+from openbloo.db.batch import Batch
 from openbloo.db.inlist import InList
-from openbloo.db.writer import Batch
 from openbloo.events.payloads import message_payload
 from openbloo.events.store import record_event as store_event
 from openbloo.transports.base import StatusUpdate
@@ -128,7 +128,7 @@ def load_states(batch: Batch, message_ids: list[str]) -> None:
 
 
 class StateLookup:
-    """A unit will read this message's state (:class:`~openbloo.db.writer.Lookups`): the batch reads every
+    """A unit will read this message's state (:class:`~openbloo.db.batch.Lookups`): the batch reads every
     such unit's with one query per few hundred instead of one per message."""
 
     __slots__ = ("message_id",)

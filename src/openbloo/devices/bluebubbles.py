@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.delivery.state import advance, amend_error, load_state
 from openbloo.ids import now_ms
 from openbloo.messages.inbound import record_inbound

@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import func, update
 
 from openbloo.db import models as m
-from openbloo.db.writer import Batch, Writer
+from openbloo.db.batch import Batch
+from openbloo.db.writer import Writer
 from openbloo.transports.base import DeviceHealth
 
 LAST_SEEN_EVERY_MS = 10_000

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from sqlalchemy import bindparam, delete, insert, select
 
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 
 _o = m.opt_outs
 # Transport error codes that mean "this recipient opted out of this number" (Twilio: replied STOP).

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from sqlalchemy import bindparam, select
 
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.delivery.state import MessageState, advance, load_state
 from openbloo.devices.bluebubbles import DeviceNumber
 from openbloo.devices.optouts import OPTED_OUT_ERRORS, record_opt_in, record_opt_out

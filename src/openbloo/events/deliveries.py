@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import bindparam, case, or_, select, update
 
 from openbloo.db import models as m
+from openbloo.db.batch import Batch
 from openbloo.db.inlist import MAX_SIZE as MAX_IN
 from openbloo.db.inlist import InList
-from openbloo.db.writer import Batch
 
 _d, _ev, _w, _a = m.webhook_deliveries, m.events, m.webhooks, m.webhook_attempts
 

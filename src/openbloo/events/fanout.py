@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, select
 
 from openbloo.db import models as m
 from openbloo.db import wakeups
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.ids import new_id
 
 # Flush order: after events (80), before idempotency records (90).

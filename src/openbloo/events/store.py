@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.events.fanout import fan_out
 from openbloo.ids import new_id
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from openbloo.addressing import ChatAddress
 from openbloo.auth.context import PoolNumber
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.devices.optouts import opted_out
 from openbloo.errors import ApiError
 from openbloo.messages.rules import SendRequest

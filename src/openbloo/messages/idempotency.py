@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, delete, select
 
 from openbloo.chats.store import ORDER_IDEMPOTENCY
 from openbloo.db import models as m
-from openbloo.db.writer import ABSENT, Batch
+from openbloo.db.batch import ABSENT, Batch
 from openbloo.errors import ApiError, bad_request
 
 

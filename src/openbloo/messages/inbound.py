@@ -22,7 +22,7 @@ from openbloo.addressing import normalize_handle
 from openbloo.chats import store
 from openbloo.chats.store import ORDER_MESSAGES
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.delivery.state import _group_info
 from openbloo.errors import ApiError
 from openbloo.events.payloads import message_payload

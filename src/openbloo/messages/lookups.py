@@ -1,10 +1,10 @@
 """What a send looks up, read for a whole writer batch at once: idempotency records, chats, conversations,
-contacts (see :class:`openbloo.db.writer.UnitWithLookups`).
+contacts (see :class:`openbloo.db.batch.UnitWithLookups`).
 
 Each send's unit asks for the same few rows by key, one after another; a batch of sends asks for them with
 one query per table. The answers land in the batch's identity map under the keys the send planner's
 lookups use (:mod:`openbloo.chats.store`, :mod:`openbloo.messages.idempotency`), rows that do not exist as
-:data:`~openbloo.db.writer.ABSENT`. The planner itself is unchanged: whatever it finds no answer for, it
+:data:`~openbloo.db.batch.ABSENT`. The planner itself is unchanged: whatever it finds no answer for, it
 queries as before.
 """
 
@@ -24,8 +24,8 @@ from openbloo.chats.store import (
     conversations_read,
 )
 from openbloo.db import models as m
+from openbloo.db.batch import ABSENT, Batch
 from openbloo.db.inlist import InList
-from openbloo.db.writer import ABSENT, Batch
 from openbloo.messages.idempotency import idempotency_key
 
 _ik, _ch, _cv, _ct = m.idempotency_keys, m.chats, m.conversations, m.contacts

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, case, func, update
 from openbloo.chats.store import ORDER_JOBS, ORDER_MESSAGES, ChatRef, ConversationRef
 from openbloo.db import models as m
 from openbloo.db import wakeups
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.events.payloads import message_payload
 from openbloo.events.store import record_event
 from openbloo.ids import new_id

@@ -19,7 +19,7 @@ from openbloo.auth.context import AuthContext, PoolNumber
 from openbloo.chats import store
 from openbloo.chats.store import ChatRef, GroupRef
 from openbloo.db import models as m
-from openbloo.db.writer import Batch, UnitWithLookups
+from openbloo.db.batch import Batch, UnitWithLookups
 from openbloo.errors import ApiError, bad_request
 from openbloo.ids import now_ms
 from openbloo.messages.device_rules import check_device, check_opt_outs

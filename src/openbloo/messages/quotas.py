@@ -13,7 +13,7 @@ from sqlalchemy import select
 from openbloo.auth.context import PoolNumber
 from openbloo.chats.store import ConversationRef
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.errors import ApiError
 from openbloo.messages.rules import SendRequest
 

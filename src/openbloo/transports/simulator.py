@@ -42,8 +42,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.pool import NullPool
 
+from openbloo.db.batch import Batch
 from openbloo.db.engine import WRITER_AUTOCHECKPOINT_PAGES, sqlite_pragmas
-from openbloo.db.writer import Batch, Writer, run_unit
+from openbloo.db.writer import Writer, run_unit
 from openbloo.ids import new_id, now_ms
 from openbloo.transports.base import (
     Capability,

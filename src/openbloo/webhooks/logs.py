@@ -13,7 +13,7 @@ from sqlalchemy import and_, desc, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.errors import not_found
 from openbloo.events.deliveries import AttemptRecord, attempt_row, count_attempt
 from openbloo.events.fanout import ORDER_DELIVERIES

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openbloo.db import models as m
-from openbloo.db.writer import Batch
+from openbloo.db.batch import Batch
 from openbloo.errors import ApiError, bad_request, not_found
 from openbloo.events.fanout import subscriptions_key
 from openbloo.events.signing import new_secret

@@ -1,0 +1,317 @@
+"""A batch: the transaction that several units of work share, and what a unit may do in it.
+
+Rules for units:
+- Check first, write later. A unit that raises before writing anything leaves no trace and costs its
+  neighbours nothing. A unit that wrote immediately (``batch.conn.execute``) and then fails is undone
+  too, but expensively: the whole batch is rolled back and each unit re-run alone. Units that must write
+  before a check that can fail call ``batch.savepoint()`` first, which confines the undo to themselves.
+- Bulk rows go through ``batch.insert_later`` and counter updates through ``batch.execute_later``: they
+  are written once per batch, many parameter sets per statement.
+- A unit may run twice: if anything fails at flush or commit time the batch is rolled back and each unit
+  is re-run alone, so one bad unit cannot fail its neighbours. Units are deterministic functions of their
+  input and the database, which makes that safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from sqlalchemy import Connection, Engine, Executable, Table, event, insert
+from sqlalchemy.sql.dml import Insert, UpdateBase
+
+from openbloo.db.direct import compile_direct, dbapi_cursor
+
+T = TypeVar("T")
+Unit = Callable[["Batch"], T]
+
+
+_MISSING = object()
+
+
+class _Absent:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+# Remembered under a key to say "the database has no such row" (a batch-level lookup found none), so the
+# unit that asks does not query again. ``recall`` returns it like any value; lookups check for it.
+ABSENT: Any = _Absent()
+
+
+class Lookups(Protocol):
+    """What a unit will look up, declared before it runs, so a batch can read it for all its units at once."""
+
+    @classmethod
+    def load_all(cls, batch: Batch, wanted: list[Any]) -> None:
+        """Read what ``wanted`` (instances of ``cls``) need, one query per table, and remember it on ``batch``."""
+
+
+class UnitWithLookups(Generic[T]):
+    """A unit of work and its :class:`Lookups`: the batch reads every unit's rows in a few queries first.
+
+    On PostgreSQL each lookup is a round trip, and a send's four (idempotency record, chat, conversation,
+    contact) one after another kept the database waiting for the writer; read per batch, they cost four
+    round trips for the whole batch. The unit itself still works without them (it queries what it finds
+    no answer for), so lookups are an optimization, never a condition.
+    """
+
+    __slots__ = ("fn", "lookups")
+
+    def __init__(self, fn: Callable[[Batch], T], lookups: Lookups) -> None:
+        self.fn = fn
+        self.lookups = lookups
+
+    def __call__(self, batch: Batch) -> T:
+        return self.fn(batch)
+
+
+class Batch:
+    """One transaction shared by several units of work."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+        # Per-batch identity map: units that touch the same chat/conversation/number see each other's
+        # pending state without another query. Changes are journaled so a failed unit's are undone.
+        self._cache: dict[Any, Any] = {}
+        self._undo: list[tuple[Any, Any]] = []
+        # Deferred statements, executed at flush in order of first use, many parameter sets per statement.
+        self._pending: dict[Any, tuple[int, Executable, list[dict[str, Any]]]] = {}
+        self._last_per: dict[Any, str] = {}
+        self._after_commit: list[Callable[[], None]] = []
+        self._signals: set[str] = set()
+        self._savepoint: Any = None
+        # Set when the running unit executes an INSERT/UPDATE/DELETE itself (not deferred): if that unit
+        # then fails outside a savepoint, its writes cannot be undone alone and the batch is re-run.
+        self.wrote = False
+        self._cursor: Any = None
+        _watch_engine(conn.engine)
+
+    # -- reads -------------------------------------------------------------------------------------------
+    def first(self, stmt: Executable, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of a prebuilt SELECT as a plain tuple (columns in select order), or None.
+
+        Runs on the driver cursor (:mod:`openbloo.db.direct`) when the statement allows it: the hot
+        lookups of the send path cost a fraction of ``conn.execute`` that way.
+        """
+        rows = self.all(stmt, params)
+        return rows[0] if rows else None
+
+    def all(self, stmt: Executable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row of a prebuilt SELECT (or of an UPDATE/INSERT ... RETURNING) as plain tuples (see :meth:`first`)."""
+        if isinstance(stmt, UpdateBase):
+            self.wrote = True  # an immediate write, as with :meth:`execute`
+        direct = compile_direct(stmt, self.conn.dialect)
+        if direct is None:
+            return [tuple(r) for r in self.conn.execute(stmt, params)]
+        cur = self._raw_cursor()
+        cur.execute(direct.sql, direct.params(params))
+        return direct.rows(cur.fetchall())
+
+    def execute(self, stmt: Executable, params: dict[str, Any]) -> int:
+        """Run a prebuilt INSERT/UPDATE/DELETE now (not deferred); returns the number of rows it matched.
+
+        Like ``batch.conn.execute``, this is an immediate write: a unit that fails after it is undone by
+        re-running its batch unit by unit, unless it took a :meth:`savepoint` first.
+        """
+        self.wrote = True
+        direct = compile_direct(stmt, self.conn.dialect)
+        if direct is None:
+            return int(self.conn.execute(stmt, params).rowcount)
+        cur = self._raw_cursor()
+        cur.execute(direct.sql, direct.params(params))
+        return int(cur.rowcount)
+
+    def _raw_cursor(self) -> Any:
+        if self._cursor is None:
+            self._cursor = dbapi_cursor(self.conn)
+        return self._cursor
+
+    def recall(self, key: Any) -> Any:
+        """The value a unit of this batch remembered under ``key``, or None."""
+        return self._cache.get(key)
+
+    def remember(self, key: Any, value: Any) -> None:
+        self._undo.append((key, self._cache.get(key, _MISSING)))
+        self._cache[key] = value
+
+    # -- writes ------------------------------------------------------------------------------------------
+    def insert_later(self, table: Table, row: dict[str, Any], order: int = 50) -> None:
+        """Queue a row; all rows of a table are inserted with one statement at flush, in queue order.
+
+        ``order`` sorts the statements at flush: parents before children, so foreign keys hold.
+        """
+        self.execute_later(table, _insert_of(table), row, order)
+
+    def execute_later(
+        self, key: Any, stmt: Executable, params: dict[str, Any], order: int = 100, *, last_per: str | None = None
+    ) -> None:
+        """Queue ``stmt`` with ``params``; every queued parameter set of ``key`` runs as one executemany.
+
+        ``last_per`` names a parameter that identifies the row a parameter set writes in full (every
+        column it sets, from the unit's latest view of the row): of several sets for one row, only the
+        last is executed. A message that goes queued → sent → delivered → read in one batch is then one
+        UPDATE, not three.
+        """
+        entry = self._pending.get(key)
+        if entry is None:
+            self._pending[key] = (order, stmt, [params])
+            if last_per is not None:
+                self._last_per[key] = last_per
+        else:
+            entry[2].append(params)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the writer thread once the batch is durable (wake-ups, cache invalidation)."""
+        self._after_commit.append(fn)
+
+    def signal(self, channel: str) -> None:
+        """Tell other processes, at commit, that there is news on ``channel`` (PostgreSQL NOTIFY; see
+        :mod:`openbloo.db.wakeups`). A no-op on SQLite. A unit that fails after signalling costs at most a
+        wake-up that finds nothing."""
+        if self.is_postgres:
+            self._signals.add(channel)
+
+    def savepoint(self) -> None:
+        """Make the current unit's immediate writes roll back if the unit fails. Idempotent per unit."""
+        if self._savepoint is None:
+            self._savepoint = self.conn.begin_nested()
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    # -- driving (writer internals) ----------------------------------------------------------------------
+    def _run_unit(self, unit: Unit[Any]) -> tuple[bool, Any]:
+        pending_mark = {k: len(v[2]) for k, v in self._pending.items()}
+        commits_mark = len(self._after_commit)
+        self._undo = []
+        self.wrote = False
+        _running.batch = self
+        try:
+            result = unit(self)
+        except BaseException as exc:
+            if self._savepoint is not None:
+                self._savepoint.rollback()
+                self._savepoint = None
+            elif self.wrote:
+                raise _WroteThenFailed(exc) from exc
+            # Forget whatever the failed unit queued or remembered, so its half-plan never reaches the
+            # database and never misleads the units after it.
+            for key in list(self._pending):
+                keep = pending_mark.get(key, 0)
+                if keep:
+                    del self._pending[key][2][keep:]
+                else:
+                    del self._pending[key]
+            del self._after_commit[commits_mark:]
+            for key, old in reversed(self._undo):
+                if old is _MISSING:
+                    self._cache.pop(key, None)
+                else:
+                    self._cache[key] = old
+            self._undo = []
+            return False, exc
+        finally:
+            _running.batch = None
+        if self._savepoint is not None:
+            self._savepoint.commit()
+            self._savepoint = None
+        self._undo = []
+        return True, result
+
+    def flush(self) -> None:
+        if not self._pending and not self._signals:
+            return
+        with self._pipeline():
+            self._flush_pending()
+            if self._signals:
+                cur = self._raw_cursor()
+                for channel in sorted(self._signals):
+                    cur.execute(f"NOTIFY {channel}")  # channel names are the constants of db.wakeups
+                self._signals.clear()
+
+    def _pipeline(self) -> contextlib.AbstractContextManager[Any]:
+        """PostgreSQL: send every statement of the flush before reading any result (one round trip, not one
+        per statement; errors surface when the pipeline ends, before the commit). SQLite: nothing to do."""
+        if self.is_postgres:
+            pipeline = getattr(self.conn.connection.dbapi_connection, "pipeline", None)
+            if pipeline is not None:
+                return pipeline()
+        return contextlib.nullcontext()
+
+    def _flush_pending(self) -> None:
+        for key, (_order, stmt, params) in sorted(self._pending.items(), key=lambda e: e[1][0]):
+            field = self._last_per.get(key)
+            if field is not None and len(params) > 1:
+                params = list({p[field]: p for p in params}.values())  # the last set of each row
+            if isinstance(stmt, Insert):
+                # Consecutive rows with the same columns go in one executemany; queue order is kept.
+                start = 0
+                while start < len(params):
+                    keys = params[start].keys()
+                    end = start + 1
+                    while end < len(params) and params[end].keys() == keys:
+                        end += 1
+                    self._execute_many(stmt, params[start:end], tuple(keys))
+                    start = end
+            else:
+                self._execute_many(stmt, params, None)
+        self._pending.clear()
+
+    def _execute_many(self, stmt: Executable, params: list[dict[str, Any]], keys: tuple[str, ...] | None) -> None:
+        direct = compile_direct(stmt, self.conn.dialect, keys)
+        if direct is None:
+            self.conn.execute(stmt, params)
+            return
+        cur = self._raw_cursor()
+        if len(params) == 1:
+            cur.execute(direct.sql, direct.params(params[0]))
+        else:
+            cur.executemany(direct.sql, [direct.params(p) for p in params])
+
+    def _commit_hooks(self) -> list[Callable[[], None]]:
+        hooks, self._after_commit = self._after_commit, []
+        return hooks
+
+
+_inserts: dict[Table, Executable] = {}
+
+
+def _insert_of(table: Table) -> Executable:
+    """One INSERT statement object per table, so its compiled form is found again (openbloo.db.direct)."""
+    stmt = _inserts.get(table)
+    if stmt is None:
+        stmt = _inserts[table] = insert(table)
+    return stmt
+
+
+# The batch whose unit is running on this thread: the engine-level listener below reports writes to it.
+_running = threading.local()
+_watched: set[int] = set()
+
+
+def _on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    batch = getattr(_running, "batch", None)
+    if batch is not None and not batch.wrote and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+        batch.wrote = True
+
+
+def _watch_engine(engine: Engine) -> None:
+    # One listener per engine, installed once: per-connection listeners cost more than the statements.
+    if id(engine) not in _watched:
+        _watched.add(id(engine))
+        event.listen(engine, "before_cursor_execute", _on_execute)
+
+
+class _WroteThenFailed(Exception):
+    """A unit failed after writing outside a savepoint: only a rollback of its whole batch undoes it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
