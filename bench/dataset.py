@@ -148,10 +148,6 @@ def generate_sqlite(path: Path, n_messages: int) -> dict[str, Any]:
         "UPDATE conversations SET inbound_count = ? WHERE id = ?",
         [(c[1], conv_ids[i]) for i, c in enumerate(counters)],
     )
-    conn.executemany(
-        "UPDATE contacts SET last_message_time = ? WHERE id = ?",
-        [(c[4], contact_ids[i]) for i, c in enumerate(counters)],
-    )
     total_in = sum(c[1] for c in counters)
     total_out = sum(c[2] for c in counters)
     conn.execute(

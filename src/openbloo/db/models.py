@@ -21,6 +21,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
+    text,
 )
 
 # Integer primary keys must be INTEGER on SQLite to alias the rowid (and so autoincrement cheaply).
@@ -122,7 +124,8 @@ contacts = Table(
     Column("type", String(10), nullable=False),
     Column("name", String(255), nullable=True),
     _ms("created_at", nullable=False),
-    _ms("last_message_time"),
+    # A contact's last message time is its chat's (chats.last_message_time): not kept here too, where every
+    # send would update one more row.
     _ms("deleted_at"),
     UniqueConstraint("organization_id", "identifier"),
 )
@@ -248,14 +251,22 @@ messages = Table(
     _ms("time_read"),
     _ms("created_at", nullable=False),
     Index("ix_messages_chat_time", "chat_id", "time_sent", "seq"),
-    Index("ix_messages_conversation", "conversation_id", "seq"),
-    # Restart recovery looks for messages left "sent" (receipts to re-arm).
-    Index("ix_messages_status", "status"),
+    # Restart recovery looks for messages left "sent" (receipts to re-arm), and only for those: a partial
+    # index holds just them, so the status changes of every other message write no index entry.
+    Index(
+        "ix_messages_sent",
+        "status",
+        sqlite_where=text("status = 'sent'"),
+        postgresql_where=text("status = 'sent'"),
+    ),
     # One device message is one openbloo message: devices repeat their news (BlueBubbles sends
     # ``new-message`` twice, the reconciler re-reads what webhooks brought), and racing writers of the same
     # device id fail at flush and are re-run, which then finds the stored row.
     Index("ix_messages_number_provider", "number_id", "provider_id", unique=True),
 )
+# "This message is sent", as the partial index ix_messages_sent is defined: SQLite (and PostgreSQL's generic
+# plans) use a partial index only for a query whose WHERE names the same literal, not a bound parameter.
+MESSAGE_IS_SENT = messages.c.status == literal_column("'sent'")
 
 # Recipients who asked a number to stop messaging them (SMS STOP; written by the transports that learn it).
 # A send to an opted-out handle on that number is refused with 403 ``recipient_opted_out``.

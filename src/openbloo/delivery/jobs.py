@@ -393,7 +393,7 @@ def sent_messages_to_resume(transport_kinds: tuple[str, ...], limit: int = 10_00
             .join(_num, _num.c.id == _msg.c.number_id)
             .join(_chat, _chat.c.id == _msg.c.chat_id)
             .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
-            .where(_msg.c.status == "sent", _num.c.transport.in_(transport_kinds))
+            .where(m.MESSAGE_IS_SENT, _num.c.transport.in_(transport_kinds))
             .limit(limit)
         )
         out = []

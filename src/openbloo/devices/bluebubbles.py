@@ -204,7 +204,7 @@ def sync_state(number_id: str, now: int) -> Callable[[Batch], tuple[int, list[st
             select(_msg.c.provider_id)
             .where(
                 _msg.c.number_id == number_id,
-                _msg.c.status == "sent",
+                m.MESSAGE_IS_SENT,
                 _msg.c.provider_id.is_not(None),
                 _msg.c.time_sent > now - RECHECK_HORIZON_MS,
             )

@@ -30,7 +30,7 @@ from openbloo.events.store import record_event
 from openbloo.ids import new_id
 from openbloo.transports.base import InboundMessage
 
-_chats, _convs, _nums, _contacts = m.chats, m.conversations, m.numbers, m.contacts
+_chats, _convs, _nums = m.chats, m.conversations, m.numbers
 
 CHAT_INBOUND = (
     update(_chats)
@@ -55,7 +55,6 @@ NUMBER_INBOUND = (
     .where(_nums.c.id == bindparam("b_id"))
     .values(inbound_count=_nums.c.inbound_count + 1, last_active_at=bindparam("b_t"))
 )
-CONTACT_TOUCH = update(_contacts).where(_contacts.c.id == bindparam("b_id")).values(last_message_time=bindparam("b_t"))
 CONVERSATION_DEVICE_CHAT = (
     update(_convs).where(_convs.c.id == bindparam("b_id")).values(device_chat_guid=bindparam("b_guid"))
 )
@@ -195,8 +194,6 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
         )
         batch.execute_later("conversation_inbound", CONVERSATION_INBOUND, {"b_id": conv.id, "b_t": now})
         batch.execute_later("number_inbound", NUMBER_INBOUND, {"b_id": number.id, "b_t": now})
-        if chat.contact_id is not None:
-            batch.execute_later("contact_touch_in", CONTACT_TOUCH, {"b_id": chat.contact_id, "b_t": now})
         store.count_inbound(batch, conv)
         store.note_chat_number(batch, org, chat, number.id)
         if msg.provider_id:

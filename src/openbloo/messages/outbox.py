@@ -17,7 +17,7 @@ from openbloo.events.payloads import message_payload
 from openbloo.events.store import record_event
 from openbloo.ids import new_id
 
-_chats, _nums, _contacts = m.chats, m.numbers, m.contacts
+_chats, _nums = m.chats, m.numbers
 # Last statement of the flush: every send of every API process updates its sender's row, so on PostgreSQL
 # that row lock is the one writers queue for; taken last, it is held only until the commit.
 ORDER_NUMBER_COUNTERS = 110
@@ -57,8 +57,6 @@ NUMBER_OUTBOUND = (
         day=bindparam("b_day"),
     )
 )
-
-CONTACT_TOUCH = update(_contacts).where(_contacts.c.id == bindparam("b_id")).values(last_message_time=bindparam("b_t"))
 
 
 @dataclass(slots=True)
@@ -186,5 +184,3 @@ def record_outbound(
         {"b_id": number_id, "b_n": n, "b_t": now, "b_day": day, "b_new": 1 if new_conversation else 0},
         ORDER_NUMBER_COUNTERS,
     )
-    if chat.contact_id is not None:
-        batch.execute_later("contact_touch", CONTACT_TOUCH, {"b_id": chat.contact_id, "b_t": now})
