@@ -114,7 +114,7 @@ def ensure_contact(batch: Batch, org_id: str, handle: Handle, now: int) -> str:
     if row is not None:
         contact_id = str(row[0])
     else:
-        contact_id = new_id("ct_")
+        contact_id = new_id("ct_", ordered=True)
         batch.insert_later(
             c,
             {
@@ -177,7 +177,7 @@ def ensure_chat(
     existing = load_chat(batch, org_id, chat_key)
     if existing is not None:
         return existing
-    ref = ChatRef(new_id("chat_"), chat_key, chat_type, contact_id, group_id, None)
+    ref = ChatRef(new_id("chat_", ordered=True), chat_key, chat_type, contact_id, group_id, None)
     batch.insert_later(
         m.chats,
         {
@@ -244,7 +244,7 @@ def unnamed_groups(batch: Batch, org_id: str, participants_key: str) -> dict[str
 
 def create_unnamed_group(batch: Batch, org_id: str, number_id: str, handles: tuple[Handle, ...], now: int) -> GroupRef:
     participants_key = ",".join(h.value for h in handles)
-    group_id = new_id("grp_")
+    group_id = new_id("grp_", ordered=True)
     batch.insert_later(
         m.groups,
         {
@@ -304,7 +304,7 @@ def ensure_conversation(batch: Batch, org_id: str, chat_id: str, number_id: str,
     existing = load_conversation(batch, chat_id, number_id)
     if existing is not None:
         return existing
-    ref = ConversationRef(new_id("conv_"), chat_id, number_id, 0)
+    ref = ConversationRef(new_id("conv_", ordered=True), chat_id, number_id, 0)
     batch.insert_later(
         m.conversations,
         {

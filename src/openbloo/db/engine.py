@@ -26,6 +26,17 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _json_encode = msgspec.json.Encoder().encode
 
 
+def _bind_null(_value: None) -> None:
+    return None
+
+
+# The sqlite3 driver binds int, float, str and bytes directly, but for None it first consults its adapter
+# registry and the object's __adapt__/__conform__, finds nothing, and only then binds NULL: about 1.2 us a
+# parameter, more than a string costs, and the message and status statements bind several each. An adapter
+# registered for NoneType is found at the first lookup (process-wide; NULL is bound as before).
+sqlite3.register_adapter(type(None), _bind_null)
+
+
 def _json_dumps(value: Any) -> str:
     # JSON columns (event payloads, message options, metadata) are encoded on every send; the standard
     # library's encoder was 5 % of the send path's CPU, msgspec's costs a fraction of that.
