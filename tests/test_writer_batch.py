@@ -1,4 +1,5 @@
-"""Deferred statements of a batch: ``last_per`` runs one parameter set per row, the last one its units queued."""
+"""Deferred statements of a batch: ``last_per`` runs one parameter set per row, the last one its units queued;
+deferred inserts keep their queue order when their rows set different columns."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ from openbloo.db.writer import run_units
 
 meta = MetaData()
 rows = Table("batch_test_rows", meta, Column("id", Integer, primary_key=True), Column("v", Integer, nullable=False))
+notes = Table(
+    "batch_test_notes",
+    meta,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("body", Integer, nullable=False),
+    Column("extra", Integer, nullable=True),
+    Column("counted", Integer, nullable=False, default=7),
+)
 SET_V = update(rows).where(rows.c.id == bindparam("b_id")).values(v=bindparam("b_v"))
 
 
@@ -41,4 +50,23 @@ def test_only_the_last_parameter_set_of_a_row_runs(tmp_path: Path) -> None:
     with engine.begin() as conn:
         changed = conn.execute(text("SELECT total_changes()")).scalar_one() - before
     assert changed == 2, f"{changed} row updates for two rows"
+    engine.dispose()
+
+
+def test_inserts_keep_queue_order_when_rows_leave_out_different_null_columns(tmp_path: Path) -> None:
+    engine = make_sync_engine(database_urls(f"sqlite:///{tmp_path / 'b.db'}"))
+    meta.create_all(engine)
+
+    def unit(batch: Batch) -> None:
+        # None is left out of an INSERT (NULL by default); a row that sets ``extra`` sits between two that do not.
+        batch.insert_later(notes, {"body": 1, "extra": None, "counted": 0})
+        batch.insert_later(notes, {"body": 2, "extra": 20, "counted": 0})
+        batch.insert_later(notes, {"body": 3, "extra": None, "counted": 0})
+        # A row relying on the Python-side default of ``counted`` still gets it.
+        batch.insert_later(notes, {"body": 4, "extra": None})
+
+    assert run_units(engine, [unit]) == [(True, None)]
+    with engine.connect() as conn:
+        got = conn.execute(notes.select().order_by(notes.c.seq)).all()
+    assert [(r.body, r.extra, r.counted) for r in got] == [(1, None, 0), (2, 20, 0), (3, None, 0), (4, None, 7)]
     engine.dispose()

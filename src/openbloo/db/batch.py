@@ -256,6 +256,7 @@ class Batch:
             if field is not None and len(params) > 1:
                 params = list({p[field]: p for p in params}.values())  # the last set of each row
             if isinstance(stmt, Insert):
+                params = _same_columns(stmt, params)
                 # Consecutive rows with the same columns go in one executemany; queue order is kept.
                 start = 0
                 while start < len(params):
@@ -283,6 +284,26 @@ class Batch:
     def _commit_hooks(self) -> list[Callable[[], None]]:
         hooks, self._after_commit = self._after_commit, []
         return hooks
+
+
+def _same_columns(stmt: Insert, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with every column any of them sets, so that one executemany inserts them all in queue order.
+
+    ``insert_later`` leaves out NULL columns, so rows of one table differ (a group message sets ``group_id``);
+    a column only some rows set is bound as None for the others. A row that lacks a column which is not NULL
+    by default (it relies on a Python-side default) is left as it is.
+    """
+    first = rows[0].keys()
+    if all(r.keys() == first for r in rows):
+        return rows
+    columns = dict.fromkeys(k for r in rows for k in r)
+    nulls = _null_by_default(stmt.table)  # type: ignore[arg-type]
+    out = []
+    for r in rows:
+        if len(r) != len(columns) and (columns.keys() - r.keys()) <= nulls:
+            r = {k: r.get(k) for k in columns}
+        out.append(r)
+    return out
 
 
 _inserts: dict[Table, Executable] = {}
