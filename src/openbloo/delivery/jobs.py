@@ -63,8 +63,8 @@ _RELEASE = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
+@dataclass(slots=True)
+class Job:  # a value, made per delivered message: not frozen for speed (transports/base.py)
     seq: int
     conversation_id: str
     number_id: str
@@ -75,8 +75,8 @@ class Job:
     outgoing: Outgoing
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedConversation:
+@dataclass(slots=True)
+class ClaimedConversation:  # a value, made per delivered message: not frozen for speed (transports/base.py)
     id: str
     jobs: tuple[Job, ...]
     # The claim already started the first job's attempt (its in-flight marker committed with the claim), so

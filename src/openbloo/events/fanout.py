@@ -79,8 +79,8 @@ def _subscriptions(batch: Batch, org_id: str) -> tuple[Subscription, ...]:
     key = subscriptions_key(org_id)
     cached = batch.recall(key)
     if cached is None:
-        rows = batch.conn.execute(_SUBSCRIPTIONS, {"org": org_id})
-        cached = tuple(Subscription(r.id, r.webhook_type, r.scope, r.api_key_id, int(r.valid_until)) for r in rows)
+        rows = batch.all(_SUBSCRIPTIONS, {"org": org_id})
+        cached = tuple(Subscription(i, kind, scope, key_id, int(until)) for i, kind, scope, key_id, until in rows)
         batch.remember(key, cached)
     return cached
 
@@ -91,8 +91,8 @@ def _restricted_numbers(batch: Batch, org_id: str) -> dict[str, frozenset[str]]:
     cached = batch.recall(key)
     if cached is None:
         found: dict[str, set[str]] = {}
-        for r in batch.conn.execute(_RESTRICTED, {"org": org_id}):
-            found.setdefault(r.number_id, set()).add(r.api_key_id)
+        for number_id, api_key_id in batch.all(_RESTRICTED, {"org": org_id}):
+            found.setdefault(number_id, set()).add(api_key_id)
         cached = {k: frozenset(v) for k, v in found.items()}
         batch.remember(key, cached)
     return cached

@@ -36,7 +36,10 @@ class Capability(enum.StrEnum):
     ATTACHMENTS = "attachments"
 
 
-@dataclass(frozen=True, slots=True)
+# Outgoing, Receipt and StatusUpdate are made several times for every message delivered: they are plain slotted
+# dataclasses, treated as values (never changed after they are made; ``dataclasses.replace`` for a variant),
+# because a frozen dataclass's __init__, one object.__setattr__ per field, cost five times as much.
+@dataclass(slots=True)
 class Outgoing:
     """One message for the device: everything a transport needs, nothing of the database."""
 
@@ -62,7 +65,7 @@ class Outgoing:
     in_flight_since: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Receipt:
     """The device accepted the message (it is ``sent``)."""
 
@@ -77,7 +80,7 @@ class Receipt:
     updates: tuple[StatusUpdate, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StatusUpdate:
     """Later news about a sent message, from a callback, a poll or the simulator's clock."""
 
@@ -192,6 +195,9 @@ class Transport(abc.ABC):
     capabilities: frozenset[Capability] = frozenset()
     # Whether :meth:`find_sent` can answer definitively (then a crash mid-send is never re-sent blindly).
     can_find_sent: bool = False
+    # Whether the device lives in this process (the simulator): no network to hang on, so the dispatcher does
+    # not arm its send timeout (``OPENBLOO_DELIVERY_SEND_TIMEOUT``) around each hand-off.
+    in_process: bool = False
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities

@@ -143,6 +143,7 @@ class SimulatorTransport(Transport):
         }
     )
     can_find_sent = True
+    in_process = True
 
     def __init__(self, state_path: Path, *, delivery_ms: int = 300, read_ms: int = 300) -> None:
         self.state_path = state_path
