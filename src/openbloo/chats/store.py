@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, insert, select
 
 from openbloo.addressing import Handle
 from openbloo.db import models as m
 from openbloo.db.batch import ABSENT, Batch
+from openbloo.db.direct import Prepared
 from openbloo.ids import new_id
 
 # Flush order of deferred inserts: parents before children (foreign keys on PostgreSQL).
@@ -35,6 +36,35 @@ _CONVERSATION = select(m.conversations.c.id, m.conversations.c.inbound_count).wh
     m.conversations.c.chat_id == bindparam("chat"), m.conversations.c.number_id == bindparam("number")
 )
 
+
+# New rows, their values in these column orders (counters start at 0 in the INSERT itself).
+_NEW_CONTACT = Prepared.insert(m.contacts, ("id", "organization_id", "identifier", "type", "created_at"))
+_NEW_CHAT = Prepared(
+    insert(m.chats).values(
+        id=bindparam("b_id"),
+        organization_id=bindparam("b_org"),
+        chat_key=bindparam("b_key"),
+        type=bindparam("b_type"),
+        contact_id=bindparam("b_contact"),
+        group_id=bindparam("b_group"),
+        message_count=0,
+        inbound_count=0,
+        outbound_count=0,
+        created_at=bindparam("b_t"),
+    ),
+    ("b_id", "b_org", "b_key", "b_type", "b_contact", "b_group", "b_t"),
+)
+_NEW_CONVERSATION = Prepared(
+    insert(m.conversations).values(
+        id=bindparam("b_id"),
+        organization_id=bindparam("b_org"),
+        chat_id=bindparam("b_chat"),
+        number_id=bindparam("b_number"),
+        inbound_count=0,
+        created_at=bindparam("b_t"),
+    ),
+    ("b_id", "b_org", "b_chat", "b_number", "b_t"),
+)
 
 _g = m.groups
 _UNNAMED_GROUPS = select(_g.c.id, _g.c.number_id).where(
@@ -109,26 +139,12 @@ def ensure_contact(batch: Batch, org_id: str, handle: Handle, now: int) -> str:
     cached = batch.recall(key)
     if cached is not None and cached is not ABSENT:
         return str(cached)
-    c = m.contacts
     row = None if cached is ABSENT else batch.first(_CONTACT_BY_IDENTIFIER, {"org": org_id, "identifier": handle.value})
     if row is not None:
         contact_id = str(row[0])
     else:
         contact_id = new_id("ct_", ordered=True)
-        batch.insert_later(
-            c,
-            {
-                "id": contact_id,
-                "organization_id": org_id,
-                "identifier": handle.value,
-                "type": handle.kind,
-                "name": None,
-                "created_at": now,
-                "last_message_time": None,
-                "deleted_at": None,
-            },
-            ORDER_CONTACTS,
-        )
+        batch.add(_NEW_CONTACT, (contact_id, org_id, handle.value, handle.kind, now), ORDER_CONTACTS)
     batch.remember(key, contact_id)
     return contact_id
 
@@ -178,23 +194,7 @@ def ensure_chat(
     if existing is not None:
         return existing
     ref = ChatRef(new_id("chat_", ordered=True), chat_key, chat_type, contact_id, group_id, None)
-    batch.insert_later(
-        m.chats,
-        {
-            "id": ref.id,
-            "organization_id": org_id,
-            "chat_key": chat_key,
-            "type": chat_type,
-            "contact_id": contact_id,
-            "group_id": group_id,
-            "last_number_id": None,
-            "message_count": 0,
-            "inbound_count": 0,
-            "outbound_count": 0,
-            "created_at": now,
-        },
-        ORDER_CHATS,
-    )
+    batch.add(_NEW_CHAT, (ref.id, org_id, chat_key, chat_type, contact_id, group_id, now), ORDER_CHATS)
     batch.remember(chat_cache_key(org_id, chat_key), ref)
     batch.remember(conversations_read(ref.id), True)  # a chat made just now has no conversation yet
     return ref
@@ -305,18 +305,7 @@ def ensure_conversation(batch: Batch, org_id: str, chat_id: str, number_id: str,
     if existing is not None:
         return existing
     ref = ConversationRef(new_id("conv_", ordered=True), chat_id, number_id, 0)
-    batch.insert_later(
-        m.conversations,
-        {
-            "id": ref.id,
-            "organization_id": org_id,
-            "chat_id": chat_id,
-            "number_id": number_id,
-            "inbound_count": 0,
-            "created_at": now,
-        },
-        ORDER_CONVERSATIONS,
-    )
+    batch.add(_NEW_CONVERSATION, (ref.id, org_id, chat_id, number_id, now), ORDER_CONVERSATIONS)
     batch.remember(conversation_cache_key(chat_id, number_id), ref)
     return ref
 

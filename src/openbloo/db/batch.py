@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, Executable, Table, event, insert
 from sqlalchemy.sql.dml import Insert, UpdateBase
 
-from openbloo.db.direct import compile_direct, dbapi_cursor
+from openbloo.db.direct import Prepared, compile_direct, dbapi_cursor
 
 T = TypeVar("T")
 Unit = Callable[["Batch"], T]
@@ -81,8 +81,9 @@ class Batch:
         self._cache: dict[Any, Any] = {}
         self._undo: list[tuple[Any, Any]] = []
         # Deferred statements, executed at flush in order of first use, many parameter sets per statement.
-        self._pending: dict[Any, tuple[int, Executable, list[dict[str, Any]]]] = {}
-        self._last_per: dict[Any, str] = {}
+        # (order, statement, parameter sets): dicts for an Executable, tuples for a Prepared statement.
+        self._pending: dict[Any, tuple[int, Any, list[Any]]] = {}
+        self._last_per: dict[Any, str | int] = {}
         self._after_commit: list[Callable[[], None]] = []
         self._signals: set[str] = set()
         self._savepoint: Any = None
@@ -171,6 +172,20 @@ class Batch:
         else:
             entry[2].append(params)
 
+    def add(
+        self, prepared: Prepared, values: tuple[Any, ...], order: int = 100, *, last_per: int | None = None
+    ) -> None:
+        """Queue one row (or one parameter set) of ``prepared``, its values in ``prepared.names`` order; all of
+        them run as one executemany at flush, like :meth:`execute_later`'s. ``last_per``: the index of the
+        value that identifies the row a set writes in full (see :meth:`execute_later`)."""
+        entry = self._pending.get(prepared)
+        if entry is None:
+            self._pending[prepared] = (order, prepared, [values])
+            if last_per is not None:
+                self._last_per[prepared] = last_per
+        else:
+            entry[2].append(values)
+
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` in the writer thread once the batch is durable (wake-ups, cache invalidation)."""
         self._after_commit.append(fn)
@@ -255,7 +270,15 @@ class Batch:
             field = self._last_per.get(key)
             if field is not None and len(params) > 1:
                 params = list({p[field]: p for p in params}.values())  # the last set of each row
-            if isinstance(stmt, Insert):
+            if isinstance(stmt, Prepared):
+                direct = stmt.compiled(self.conn.dialect)
+                rows: Any = params if direct.as_is else [direct.params(t) for t in params]
+                cur = self._raw_cursor()
+                if len(rows) == 1:
+                    cur.execute(direct.sql, rows[0])
+                else:
+                    cur.executemany(direct.sql, rows)
+            elif isinstance(stmt, Insert):
                 params = _same_columns(stmt, params)
                 # Consecutive rows with the same columns go in one executemany; queue order is kept.
                 start = 0

@@ -25,7 +25,7 @@ from sqlalchemy.sql.dml import Insert
 class Direct:
     """One statement compiled for one dialect: SQL text, parameter order, bind processors, constants."""
 
-    __slots__ = ("_params", "positional", "result_procs", "sql")
+    __slots__ = ("_params", "as_is", "positional", "result_procs", "sql")
 
     def __init__(
         self,
@@ -35,15 +35,19 @@ class Direct:
         processors: dict[str, Callable[[Any], Any]],
         constants: dict[str, Any],
         result_procs: list[tuple[int, Callable[[Any], Any]]] | None = None,
+        order: Sequence[str] | None = None,
     ) -> None:
         self.sql = sql
         # (column position, result processor) for the columns SQLAlchemy would convert on the way out.
         self.result_procs = result_procs or []
         self.positional = positional
-        self._params = _params_function(names, processors, constants, positional)
+        self._params = _params_function(names, processors, constants, positional, order)
+        # Values passed as a tuple that already is the driver's parameter list: nothing to convert.
+        self.as_is = bool(positional and order is not None and list(order) == names and not processors)
 
-    def params(self, values: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        """The driver's parameters for one set of ``values`` (named as the statement's bind parameters)."""
+    def params(self, values: Any) -> Sequence[Any] | dict[str, Any]:
+        """The driver's parameters for one set of ``values``: a dict named as the statement's bind parameters,
+        or, for a statement compiled with ``order``, a tuple of values in that order."""
         return self._params(values)
 
     def rows(self, fetched: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -65,20 +69,34 @@ class Direct:
 
 
 def _params_function(
-    names: list[str], processors: dict[str, Callable[[Any], Any]], constants: dict[str, Any], positional: bool
-) -> Callable[[dict[str, Any]], Any]:
+    names: list[str],
+    processors: dict[str, Callable[[Any], Any]],
+    constants: dict[str, Any],
+    positional: bool,
+    order: Sequence[str] | None = None,
+) -> Callable[[Any], Any]:
     """A function made for one statement that turns a dict of values into the driver's parameters.
 
     It is generated (one expression per parameter, no loop, no intermediate list): this runs for every row
     of every flush, and a generic loop over the parameters and their converters was the largest single
-    item of the writer's own Python time. Per parameter: ``values[name]``, or the statement's literal
-    when the caller did not pass it; SQLAlchemy's bind processor (JSON and the like) applied, except to
-    None when that processor maps None to None (most fields of a message row are None).
+    item of the writer's own Python time. Per parameter: ``values[name]`` (``values[i]`` when the values
+    come as a tuple in ``order``), or the statement's literal when the caller did not pass it; SQLAlchemy's
+    bind processor (JSON and the like) applied, except to None when that processor maps None to None (most
+    fields of a message row are None).
     """
     namespace: dict[str, Any] = {}
     parts = []
+    position = {n: i for i, n in enumerate(order)} if order is not None else None
     for i, name in enumerate(names):
-        if name in constants:
+        if position is not None:
+            if name in position:
+                get = f"v[{position[name]}]"
+            elif name in constants:
+                namespace[f"C{i}"] = constants[name]
+                get = f"C{i}"
+            else:
+                raise ValueError(f"no value for the statement's parameter {name!r} in {list(order or ())}")
+        elif name in constants:
             namespace[f"C{i}"] = constants[name]
             get = f"v.get({name!r}, C{i})"
         else:
@@ -110,21 +128,28 @@ _cache: dict[tuple[Any, ...], Direct | None] = {}
 MAX_COMPILED = 1024
 
 
-def compile_direct(stmt: Executable, dialect: Any, keys: Sequence[str] | None = None) -> Direct | None:
-    """``stmt`` compiled for ``dialect`` (an INSERT for the columns ``keys``), or None if it must not run direct."""
-    cache_key = (stmt, dialect.name, tuple(keys) if keys is not None else None)
+def compile_direct(
+    stmt: Executable, dialect: Any, keys: Sequence[str] | None = None, order: Sequence[str] | None = None
+) -> Direct | None:
+    """``stmt`` compiled for ``dialect`` (an INSERT for the columns ``keys``), or None if it must not run direct.
+
+    ``order``: the values will come as tuples of these parameters (an INSERT's: its ``keys``), not as dicts.
+    """
+    cache_key = (stmt, dialect.name, tuple(keys) if keys is not None else None, tuple(order) if order else None)
     try:
         return _cache[cache_key]
     except KeyError:
         pass
-    direct = _build(stmt, dialect, keys)
+    direct = _build(stmt, dialect, keys, order)
     if len(_cache) >= MAX_COMPILED:
         _cache.clear()
     _cache[cache_key] = direct
     return direct
 
 
-def _build(stmt: Executable, dialect: Any, keys: Sequence[str] | None) -> Direct | None:
+def _build(
+    stmt: Executable, dialect: Any, keys: Sequence[str] | None, order: Sequence[str] | None = None
+) -> Direct | None:
     is_insert = isinstance(stmt, Insert)
     compiled = stmt.compile(  # type: ignore[attr-defined]
         dialect=dialect, column_keys=list(keys) if is_insert and keys is not None else None
@@ -150,7 +175,42 @@ def _build(stmt: Executable, dialect: Any, keys: Sequence[str] | None) -> Direct
     escaped = getattr(compiled, "escaped_bind_names", None) or {}
     if escaped:
         return None
-    return Direct(compiled.string, bool(dialect.positional), list(names), processors, constants, result_procs)
+    return Direct(compiled.string, bool(dialect.positional), list(names), processors, constants, result_procs, order)
+
+
+class Prepared:
+    """A statement whose values come as tuples in a fixed order (``names``), for the rows a writer batch
+    queues by the thousand (:meth:`openbloo.db.batch.Batch.add`): no dict per row, and the tuples go to the
+    driver as they are where the statement needs no conversion.
+
+    ``Prepared.insert(table, columns)`` inserts ``columns`` (the values in that order); ``Prepared(stmt,
+    names)`` runs any other statement with its bind parameters ``names`` in that order.
+    """
+
+    __slots__ = ("columns", "names", "stmt")
+
+    def __init__(self, stmt: Executable, names: Sequence[str], *, columns: bool = False) -> None:
+        self.stmt = stmt
+        self.names = tuple(names)
+        self.columns = columns  # ``names`` are the columns of a plain INSERT (made by :meth:`insert`)
+
+    @classmethod
+    def insert(cls, table: Any, columns: Sequence[str]) -> Prepared:
+        from sqlalchemy import insert
+
+        unknown = [c for c in columns if c not in table.c]
+        if unknown:
+            raise ValueError(f"{table.name} has no column {unknown}")
+        return cls(insert(table), columns, columns=True)
+
+    def compiled(self, dialect: Any) -> Direct:
+        direct = compile_direct(self.stmt, dialect, self.names if self.columns else None, self.names)
+        if direct is None:
+            raise ValueError(f"{self.stmt} cannot run on the driver cursor (Python-side defaults, expanding IN)")
+        return direct
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
 
 
 def dbapi_cursor(conn: Connection) -> Any:

@@ -21,6 +21,7 @@ from sqlalchemy import and_, bindparam, case, or_, select, update
 
 from openbloo.db import models as m
 from openbloo.db.batch import Batch, UnitWithLookups
+from openbloo.db.direct import Prepared
 from openbloo.db.inlist import MAX_SIZE as MAX_IN
 from openbloo.db.inlist import InList
 from openbloo.delivery.state import StateLookup, advance, apply_update, load_state
@@ -61,6 +62,9 @@ _RELEASE = (
     .where(_c.c.id == bindparam("b_conv"), _c.c.lease_owner == bindparam("b_worker"))
     .values(lease_owner=None, lease_until=None)
 )
+
+_JOB_DONE_ROWS = Prepared(_JOB_DONE, ("b_seq", "b_now"))
+_RELEASE_ROWS = Prepared(_RELEASE, ("b_conv", "b_worker"))
 
 
 @dataclass(slots=True)
@@ -302,7 +306,7 @@ def then_next(
 
 def record_sent(job: Job, receipt: Receipt, now: int) -> UnitWithLookups[None]:
     def unit(batch: Batch) -> None:
-        batch.execute_later("job_done", _JOB_DONE, {"b_seq": job.seq, "b_now": now})
+        batch.add(_JOB_DONE_ROWS, (job.seq, now))
         state = load_state(batch, message_id=job.outgoing.message_id)
         if state is not None:
             state = advance(
@@ -362,7 +366,7 @@ def record_failed(job: Job, code: str, error: str, now: int) -> Callable[[Batch]
 def release(conversation_ids: list[str], worker: str) -> Callable[[Batch], None]:
     def unit(batch: Batch) -> None:
         for conv_id in conversation_ids:
-            batch.execute_later("release", _RELEASE, {"b_conv": conv_id, "b_worker": worker})
+            batch.add(_RELEASE_ROWS, (conv_id, worker))
 
     return unit
 

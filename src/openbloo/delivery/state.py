@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, select, update
 
 from openbloo.db import models as m
 from openbloo.db.batch import Batch
+from openbloo.db.direct import Prepared
 from openbloo.db.inlist import InList
 from openbloo.events.payloads import message_payload
 from openbloo.events.store import record_event as store_event
@@ -141,21 +142,17 @@ class StateLookup:
         load_states(batch, [w.message_id for w in wanted])
 
 
+_SAVE_STATE = Prepared(
+    SAVE_STATE, ("b_id", "b_status", "b_protocol", "b_provider_id", "b_time_delivered", "b_time_read", "b_error")
+)
+
+
 def _save(batch: Batch, state: MessageState) -> None:
     batch.remember(("msg", state.id), state)
-    batch.execute_later(
-        "message_state",
-        SAVE_STATE,
-        {
-            "b_id": state.id,
-            "b_status": state.status,
-            "b_protocol": state.protocol,
-            "b_provider_id": state.provider_id,
-            "b_time_delivered": state.time_delivered,
-            "b_time_read": state.time_read,
-            "b_error": state.error,
-        },
-        last_per="b_id",  # each set is the message's whole state: the batch's last one is what counts
+    batch.add(
+        _SAVE_STATE,
+        (state.id, state.status, state.protocol, state.provider_id, state.time_delivered, state.time_read, state.error),
+        last_per=0,  # each set is the message's whole state (keyed by its id): the batch's last one is what counts
     )
 
 

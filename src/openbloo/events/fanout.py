@@ -15,14 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, select
 
 from openbloo.db import models as m
 from openbloo.db import wakeups
 from openbloo.db.batch import Batch
+from openbloo.db.direct import Prepared
 from openbloo.ids import new_id
+
+if TYPE_CHECKING:
+    from openbloo.events.store import Event
 
 # Flush order: after events (80), before idempotency records (90).
 ORDER_DELIVERIES = 85
@@ -98,13 +102,13 @@ def _restricted_numbers(batch: Batch, org_id: str) -> dict[str, frozenset[str]]:
     return cached
 
 
-def _key_sees(batch: Batch, sub: Subscription, event: dict[str, Any]) -> bool:
-    if event.get("api_key_id") is not None:
-        return bool(event["api_key_id"] == sub.api_key_id)
-    number_id = event.get("number_id")
+def _key_sees(batch: Batch, sub: Subscription, event: Event) -> bool:
+    if event.api_key_id is not None:
+        return bool(event.api_key_id == sub.api_key_id)
+    number_id = event.number_id
     if number_id is None or sub.api_key_id is None:
         return False
-    allowed = _restricted_numbers(batch, event["organization_id"]).get(number_id)
+    allowed = _restricted_numbers(batch, event.organization_id).get(number_id)
     return allowed is None or sub.api_key_id in allowed
 
 
@@ -127,36 +131,36 @@ def _notify() -> None:
         fn()
 
 
-def fan_out(batch: Batch, event: dict[str, Any]) -> int:
+_DELIVERY = Prepared.insert(
+    m.webhook_deliveries,
+    (
+        "id",
+        "webhook_id",
+        "event_id",
+        "organization_id",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "is_replay",
+        "created_at",
+    ),
+)
+
+
+def fan_out(batch: Batch, event: Event) -> int:
     """Queue one delivery per webhook that must receive ``event``; returns how many."""
-    subs = _subscriptions(batch, event["organization_id"])
+    subs = _subscriptions(batch, event.organization_id)
     if not subs:
         return 0
-    at = int(event["created_at"])
+    at = event.created_at
     queued = 0
     for sub in subs:
-        if not sub.active_at(at) or not subscribes(sub.webhook_type, event["type"]):
+        if not sub.active_at(at) or not subscribes(sub.webhook_type, event.type):
             continue
         if sub.scope == "api_key" and not _key_sees(batch, sub, event):
             continue
-        batch.insert_later(
-            m.webhook_deliveries,
-            {
-                "id": new_id("dlv_", ordered=True),
-                "webhook_id": sub.id,
-                "event_id": event["id"],
-                "organization_id": event["organization_id"],
-                "state": "pending",
-                "attempts": 0,
-                "next_attempt_at": at,
-                "lease_owner": None,
-                "lease_until": None,
-                "is_replay": False,
-                "original_event_id": None,
-                "created_at": at,
-            },
-            ORDER_DELIVERIES,
-        )
+        delivery = (new_id("dlv_", ordered=True), sub.id, event.id, event.organization_id, "pending", 0, at, False, at)
+        batch.add(_DELIVERY, delivery, ORDER_DELIVERIES)
         queued += 1
     if queued:
         batch.signal(wakeups.WEBHOOKS)

@@ -8,15 +8,32 @@ records events (API, worker, CLI) can record one without its deliveries.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from openbloo.db import models as m
 from openbloo.db.batch import Batch
+from openbloo.db.direct import Prepared
 from openbloo.events.fanout import fan_out
 from openbloo.ids import new_id
 
 # Flush order: after messages (60) and jobs (70), before deliveries (85) and idempotency records (90).
 ORDER_EVENTS = 80
+
+
+class Event(NamedTuple):
+    """An event row, its fields in the order of the INSERT below (the tuple is the row)."""
+
+    id: str
+    organization_id: str
+    type: str
+    message_id: str | None
+    api_key_id: str | None
+    number_id: str | None
+    payload: dict[str, Any]
+    created_at: int
+
+
+_EVENT = Prepared.insert(m.events, Event._fields)
 
 
 def record_event(
@@ -29,17 +46,10 @@ def record_event(
     message_id: str | None = None,
     api_key_id: str | None = None,
     number_id: str | None = None,
-) -> dict[str, Any]:
-    row = {
-        "id": new_id("evt_", ordered=True),
-        "organization_id": organization_id,
-        "type": type,
-        "message_id": message_id,
-        "api_key_id": api_key_id,
-        "number_id": number_id,
-        "payload": payload,
-        "created_at": created_at,
-    }
-    batch.insert_later(m.events, row, ORDER_EVENTS)
-    fan_out(batch, row)
-    return row
+) -> Event:
+    event = Event(
+        new_id("evt_", ordered=True), organization_id, type, message_id, api_key_id, number_id, payload, created_at
+    )
+    batch.add(_EVENT, event, ORDER_EVENTS)
+    fan_out(batch, event)
+    return event

@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, delete, select
 from openbloo.chats.store import ORDER_IDEMPOTENCY
 from openbloo.db import models as m
 from openbloo.db.batch import ABSENT, Batch
+from openbloo.db.direct import Prepared
 from openbloo.errors import ApiError, bad_request
 
 
@@ -77,19 +78,14 @@ def replay(batch: Batch, org_id: str, idem: Idempotency, now: int) -> SendOutcom
     return SendOutcome(200, body.encode() if isinstance(body, str) else body)
 
 
+_RECORD = Prepared.insert(
+    m.idempotency_keys,
+    ("organization_id", "key", "request_hash", "response_status", "response_body", "created_at", "expires_at"),
+)
+
+
 def remember_response(batch: Batch, org_id: str, idem: Idempotency, body: bytes, now: int) -> None:
     text = body.decode()
-    batch.insert_later(
-        m.idempotency_keys,
-        {
-            "organization_id": org_id,
-            "key": idem.key,
-            "request_hash": idem.request_hash,
-            "response_status": 202,
-            "response_body": text,
-            "created_at": now,
-            "expires_at": now + idem.ttl_ms,
-        },
-        ORDER_IDEMPOTENCY,
-    )
-    batch.remember(idempotency_key(org_id, idem.key), (idem.request_hash, text, now + idem.ttl_ms))
+    expires = now + idem.ttl_ms
+    batch.add(_RECORD, (org_id, idem.key, idem.request_hash, 202, text, now, expires), ORDER_IDEMPOTENCY)
+    batch.remember(idempotency_key(org_id, idem.key), (idem.request_hash, text, expires))

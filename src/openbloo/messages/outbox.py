@@ -13,6 +13,7 @@ from openbloo.chats.store import ORDER_JOBS, ORDER_MESSAGES, ChatRef, Conversati
 from openbloo.db import models as m
 from openbloo.db import wakeups
 from openbloo.db.batch import Batch
+from openbloo.db.direct import Prepared
 from openbloo.events.payloads import message_payload
 from openbloo.events.store import record_event
 from openbloo.ids import new_id
@@ -59,15 +60,63 @@ NUMBER_OUTBOUND = (
 )
 
 
+_MESSAGE = Prepared.insert(
+    m.messages,
+    (
+        "id",
+        "organization_id",
+        "chat_id",
+        "conversation_id",
+        "number_id",
+        "api_key_id",
+        "group_id",
+        "direction",
+        "status",
+        "protocol",
+        "text",
+        "attachments",
+        "parts",
+        "effect",
+        "reply_to",
+        "link_preview",
+        "metadata",
+        "options",
+        "time_sent",
+        "created_at",
+    ),
+)
+# ``transport_ref``: stable across attempts and restarts, the transport's handle for "was this already sent?"
+_JOB = Prepared.insert(
+    m.delivery_jobs,
+    (
+        "message_id",
+        "organization_id",
+        "conversation_id",
+        "number_id",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "transport_ref",
+        "created_at",
+        "updated_at",
+    ),
+)
+_CHAT_OUTBOUND = Prepared(CHAT_OUTBOUND, ("b_id", "b_n", "b_t", "b_last_id", "b_last_text", "b_number"))
+_NUMBER_OUTBOUND = Prepared(NUMBER_OUTBOUND, ("b_id", "b_n", "b_t", "b_day", "b_new"))
+
+
 @dataclass(slots=True)
 class OutboundMessage:
-    """One message row to write, with what its event needs."""
+    """One message to write (``row``: its values in the INSERT's column order), with what its event needs."""
 
-    row: dict[str, Any]
+    id: str
+    text: str | None
+    attachments: list[dict[str, Any]] | None
     group: dict[str, Any] | None
+    row: tuple[Any, ...]
 
 
-def new_outbound_row(
+def new_outbound(
     *,
     org_id: str,
     chat: ChatRef,
@@ -75,41 +124,48 @@ def new_outbound_row(
     number_id: str,
     api_key_id: str,
     now: int,
-    **content: Any,
-) -> dict[str, Any]:
-    return {
-        "id": new_id("msg_", ordered=True),
-        "organization_id": org_id,
-        "chat_id": chat.id,
-        "conversation_id": conversation.id,
-        "number_id": number_id,
-        "api_key_id": api_key_id,
-        "group_id": chat.group_id,
-        "direction": "outbound",
-        "status": "queued",
-        "protocol": "pending",
-        "text": content.get("text"),
-        "attachments": content.get("attachments"),
-        "parts": content.get("parts"),
-        "effect": content.get("effect"),
-        "reply_to": content.get("reply_to"),
-        "link_preview": content.get("link_preview"),
-        "metadata": content.get("metadata"),
-        "options": content.get("options"),
-        "sender": None,
-        "error": None,
-        "provider_id": None,
-        "time_sent": now,
-        "time_delivered": None,
-        "time_read": None,
-        "created_at": now,
-    }
+    group: dict[str, Any] | None,
+    text: str | None = None,
+    attachments: list[dict[str, Any]] | None = None,
+    parts: list[dict[str, Any]] | None = None,
+    effect: str | None = None,
+    reply_to: dict[str, Any] | None = None,
+    link_preview: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+) -> OutboundMessage:
+    message_id = new_id("msg_", ordered=True)
+    row = (
+        message_id,
+        org_id,
+        chat.id,
+        conversation.id,
+        number_id,
+        api_key_id,
+        chat.group_id,
+        "outbound",
+        "queued",
+        "pending",
+        text,
+        attachments,
+        parts,
+        effect,
+        reply_to,
+        link_preview,
+        metadata,
+        options,
+        now,
+        now,
+    )
+    return OutboundMessage(message_id, text, attachments, group, row)
 
 
 def record_outbound(
     batch: Batch,
     *,
     messages: list[OutboundMessage],
+    org_id: str,
+    api_key_id: str,
     chat: ChatRef,
     conversation: ConversationRef,
     number_id: str,
@@ -118,69 +174,36 @@ def record_outbound(
     new_conversation: bool,
     now: int,
 ) -> None:
-    n = len(messages)
     for om in messages:
-        row = om.row
-        batch.insert_later(m.messages, row, ORDER_MESSAGES)
-        batch.insert_later(
-            m.delivery_jobs,
-            {
-                "message_id": row["id"],
-                "organization_id": row["organization_id"],
-                "conversation_id": conversation.id,
-                "number_id": number_id,
-                "state": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "lease_owner": None,
-                "lease_until": None,
-                # Stable across attempts and restarts: the transport's handle for "was this already sent?"
-                "transport_ref": row["id"],
-                "last_error": None,
-                "created_at": now,
-                "updated_at": now,
-            },
-            ORDER_JOBS,
-        )
+        batch.add(_MESSAGE, om.row, ORDER_MESSAGES)
+        batch.add(_JOB, (om.id, org_id, conversation.id, number_id, "pending", 0, now, om.id, now, now), ORDER_JOBS)
         record_event(
             batch,
-            organization_id=row["organization_id"],
+            organization_id=org_id,
             type="message.queued",
-            message_id=row["id"],
-            api_key_id=row["api_key_id"],
+            message_id=om.id,
+            api_key_id=api_key_id,
             number_id=number_id,
             payload=message_payload(
                 "message.queued",
-                message_id=row["id"],
+                message_id=om.id,
                 external_id=chat.chat_key,
                 internal_id=phone_number,
                 number_id=number_id,
                 status="queued",
                 protocol="pending",
                 timestamp=now,
-                text=row["text"],
-                attachments=row["attachments"],
+                text=om.text,
+                attachments=om.attachments,
                 group=om.group,
             ),
             created_at=now,
         )
     batch.signal(wakeups.JOBS)
-    last = messages[-1].row
-    batch.execute_later(
-        "chat_outbound",
-        CHAT_OUTBOUND,
-        {
-            "b_id": chat.id,
-            "b_n": n,
-            "b_t": now,
-            "b_last_id": last["id"],
-            "b_last_text": last["text"],
-            "b_number": number_id,
-        },
-    )
-    batch.execute_later(
-        "number_outbound",
-        NUMBER_OUTBOUND,
-        {"b_id": number_id, "b_n": n, "b_t": now, "b_day": day, "b_new": 1 if new_conversation else 0},
+    last = messages[-1]
+    batch.add(_CHAT_OUTBOUND, (chat.id, len(messages), now, last.id, last.text, number_id))
+    batch.add(
+        _NUMBER_OUTBOUND,
+        (number_id, len(messages), now, day, 1 if new_conversation else 0),
         ORDER_NUMBER_COUNTERS,
     )

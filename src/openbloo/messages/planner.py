@@ -25,7 +25,7 @@ from openbloo.ids import now_ms
 from openbloo.messages.device_rules import check_device, check_opt_outs
 from openbloo.messages.idempotency import Idempotency, SendOutcome, remember_response, replay
 from openbloo.messages.lookups import SendLookups
-from openbloo.messages.outbox import OutboundMessage, new_outbound_row, record_outbound
+from openbloo.messages.outbox import OutboundMessage, new_outbound, record_outbound
 from openbloo.messages.quotas import check_plan, count_day, day_of
 from openbloo.messages.rules import SendRequest, is_voice_memo
 from openbloo.messages.wire import SendResponse, encode
@@ -283,26 +283,30 @@ def plan_send(
                 options["mentions"] = bubble.mentions
             if is_voice_memo(bubble):
                 options["voice_memo"] = True
-            row = new_outbound_row(
-                org_id=org,
-                chat=chat,
-                conversation=conv,
-                number_id=number.id,
-                api_key_id=ctx.key_id,
-                now=now,
-                text=bubble.text,
-                attachments=bubble.attachments,
-                parts=bubble.parts,
-                effect=request.effect,
-                reply_to=reply_to,
-                link_preview=bubble.link_preview,
-                metadata=request.metadata,
-                options=options,
+            outgoing.append(
+                new_outbound(
+                    org_id=org,
+                    chat=chat,
+                    conversation=conv,
+                    number_id=number.id,
+                    api_key_id=ctx.key_id,
+                    now=now,
+                    group=group_info,
+                    text=bubble.text,
+                    attachments=bubble.attachments,
+                    parts=bubble.parts,
+                    effect=request.effect,
+                    reply_to=reply_to,
+                    link_preview=bubble.link_preview,
+                    metadata=request.metadata,
+                    options=options,
+                )
             )
-            outgoing.append(OutboundMessage(row, group_info))
         record_outbound(
             batch,
             messages=outgoing,
+            org_id=org,
+            api_key_id=ctx.key_id,
             chat=chat,
             conversation=conv,
             number_id=number.id,
@@ -315,7 +319,7 @@ def plan_send(
         batch.remember(("num_used", number.id), now)
         count_day(batch, number, len(outgoing), new_conversation, now)
 
-        ids = [o.row["id"] for o in outgoing]
+        ids = [o.id for o in outgoing]
         response = SendResponse(status="queued")
         if request.mode == "balloons":
             response.message_ids, response.count = ids, len(ids)

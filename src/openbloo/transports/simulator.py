@@ -43,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.pool import NullPool
 
 from openbloo.db.batch import Batch
+from openbloo.db.direct import Prepared
 from openbloo.db.engine import WRITER_AUTOCHECKPOINT_PAGES, sqlite_pragmas
 from openbloo.db.writer import Writer, run_unit
 from openbloo.ids import new_id, now_ms
@@ -74,6 +75,12 @@ handoffs = Table(
     Column("protocol", String(10), nullable=True),
     Column("provider_id", String(64), nullable=True),
     Column("at", BigInteger, nullable=False),
+)
+
+
+_HANDOFF = Prepared.insert(
+    handoffs,
+    ("message_id", "job_ref", "attempt", "sender", "recipients", "outcome", "protocol", "provider_id", "at"),
 )
 
 
@@ -255,21 +262,12 @@ class SimulatorTransport(Transport):
 
     @staticmethod
     def _record(message: Outgoing, outcome: str, protocol: str, provider_id: str | None, at: int) -> Any:
+        recipients = ",".join(message.recipients)
+        row: tuple[Any, ...] = (message.message_id, message.transport_ref, message.attempt, message.sender)
+        row += (recipients, outcome, protocol, provider_id, at)
+
         def unit(batch: Batch) -> None:
-            batch.insert_later(
-                handoffs,
-                {
-                    "message_id": message.message_id,
-                    "job_ref": message.transport_ref,
-                    "attempt": message.attempt,
-                    "sender": message.sender,
-                    "recipients": ",".join(message.recipients),
-                    "outcome": outcome,
-                    "protocol": protocol,
-                    "provider_id": provider_id,
-                    "at": at,
-                },
-            )
+            batch.add(_HANDOFF, row)
 
         return unit
 
