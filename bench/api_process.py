@@ -29,6 +29,7 @@ def main() -> None:
 
     from openbloo.app import create_app
     from openbloo.config import get_settings
+    from openbloo.http_lane import uvicorn_options
     from openbloo.runtime import Runtime
 
     get_settings.cache_clear()
@@ -43,9 +44,9 @@ def main() -> None:
     config = uvicorn.Config(
         create_app(runtime),
         log_level=settings.log_level,
-        access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        **uvicorn_options(),
     )
     uvicorn.Server(config).run(sockets=[sock])
 

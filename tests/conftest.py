@@ -27,6 +27,7 @@ from openbloo.app import create_app
 from openbloo.auth.keys import create_key
 from openbloo.config import Settings
 from openbloo.db.writer import run_unit
+from openbloo.http_lane import uvicorn_options
 from openbloo.runtime import Runtime
 
 PG_URL = os.environ.get("OPENBLOO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -163,7 +164,9 @@ def server(database_url: str, simulator_state: str) -> Iterator[Server]:
     runtime = Runtime.create(
         server_settings(database_url, simulator_state=simulator_state, public_url=f"http://127.0.0.1:{port}")
     )
-    config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="on", **uvicorn_options()
+    )
     srv = _ThreadedServer(config)
     thread = threading.Thread(target=srv.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()

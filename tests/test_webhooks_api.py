@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from openbloo.app import create_app
 from openbloo.db import models as m
+from openbloo.http_lane import uvicorn_options
 from openbloo.ids import now_ms
 from openbloo.runtime import Runtime
 from openbloo.webhooks.urls import Resolver, UrlRefused, classify
@@ -194,7 +195,8 @@ def strict_server(server: Server) -> Iterator[Server]:
     runtime = Runtime.create(server_settings(server.database_url, webhook_allow_private=False), migrate=False)
     runtime.run_workers = False
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", **uvicorn_options())
+    srv = uvicorn.Server(config)
     srv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -9,12 +9,13 @@ the same :class:`~openbloo.errors.ApiError` and answer with the same envelope.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
@@ -24,7 +25,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openbloo import __version__
 from openbloo.asgi import Receive, Scope, Send, header, respond_error
+from openbloo.auth.context import AuthContext
 from openbloo.errors import GENERIC_CODES, ApiError
+from openbloo.messages.idempotency import SendOutcome
+from openbloo.messages.send_lane import INTERNAL_ERROR
 from openbloo.runtime import Runtime
 
 log = logging.getLogger("openbloo.http")
@@ -212,6 +216,71 @@ class Openbloo:
                 await self.send_lane(scope, receive, send, ctx, chat_id)
                 return
         await self.api(scope, receive, send)
+
+    # -- the send route without ASGI (openbloo.http_lane) ----------------------------------------------------
+    @property
+    def lean_front(self) -> Openbloo:
+        return self
+
+    def lean_request(self, url: bytes, headers: list[tuple[bytes, bytes]]) -> LeanSend | None:
+        """A ``POST`` to the send route by a key in the cache, as the HTTP protocol parsed it; None for any other
+        request (it then takes the ASGI way)."""
+        match = SEND_PATH.match(url.split(b"?", 1)[0])
+        if match is None:
+            return None
+        authorization = idempotency_key = from_number = None
+        for name, value in headers:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"idempotency-key":
+                idempotency_key = value.decode("latin-1")
+            elif name == b"x-from-number":
+                from_number = value.decode("latin-1")
+        ctx = self.runtime.auth.cached(authorization) if authorization else None
+        if ctx is None:
+            return None
+        return LeanSend(ctx, _chat_id_of(match.group(1)), idempotency_key, from_number)
+
+    def lean_send(self, request: LeanSend, body: bytes, answer: Answer) -> None:
+        """Accept ``request``; ``answer(status, body, headers)`` is called once, when the send is refused or
+        committed."""
+        try:
+            fut = self.send_lane.submit(
+                request.ctx, request.chat_id, body, request.idempotency_key, request.from_number
+            )
+        except ApiError as exc:
+            answer(exc.status, exc.body_bytes(), exc.response_headers())
+            return
+        except Exception:
+            log.exception("send failed")
+            answer(INTERNAL_ERROR.status, INTERNAL_ERROR.body_bytes(), None)
+            return
+        fut.add_done_callback(lambda f: _answer_outcome(f, answer))
+
+
+Answer = Callable[[int, bytes, "dict[str, str] | None"], None]
+
+
+class LeanSend(NamedTuple):
+    ctx: AuthContext
+    chat_id: str
+    idempotency_key: str | None
+    from_number: str | None
+
+
+def _answer_outcome(fut: asyncio.Future[SendOutcome], answer: Answer) -> None:
+    if fut.cancelled():
+        answer(INTERNAL_ERROR.status, INTERNAL_ERROR.body_bytes(), None)
+        return
+    exc = fut.exception()
+    if exc is None:
+        outcome = fut.result()
+        answer(outcome.status, outcome.body, None)
+    elif isinstance(exc, ApiError):
+        answer(exc.status, exc.body_bytes(), exc.response_headers())
+    else:
+        log.error("send failed", exc_info=exc)
+        answer(INTERNAL_ERROR.status, INTERNAL_ERROR.body_bytes(), None)
 
 
 def create_app(runtime: Runtime | None = None) -> Openbloo:

@@ -115,6 +115,7 @@ def serve(
     sys.stdout.flush()
 
     from openbloo.app import create_app
+    from openbloo.http_lane import uvicorn_options
     from openbloo.runtime import Runtime
 
     runtime = Runtime.create(settings)
@@ -125,9 +126,9 @@ def serve(
         host=host,
         port=port,
         log_level=settings.log_level,
-        access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        **uvicorn_options(),
     )
 
 

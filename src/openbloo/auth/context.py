@@ -111,6 +111,18 @@ class KeyResolver:
             raise unauthorized("Malformed Authorization header: expected 'Bearer <api key>'")
         return await self.resolve(token)
 
+    def cached(self, authorization: str) -> AuthContext | None:
+        """The caller of a well-formed ``Authorization`` header, if its key is in the cache and fresh; else None
+        (the caller then goes the way that loads it: :meth:`resolve_header`)."""
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or " " in token:
+            return None
+        hit = self._cache.get(hash_key(token))
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        return hit[1]
+
     async def resolve(self, key: str) -> AuthContext:
         digest = hash_key(key)
         now = time.monotonic()

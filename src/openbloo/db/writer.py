@@ -190,13 +190,17 @@ class Writer:
             log.info("writer: %d units in %d batches", self.units, self.batches)
 
     async def run(self, unit: Unit[T]) -> T:
+        # If the caller is cancelled, so is the future; the unit still runs and commits (it is already queued),
+        # and _settle skips a future that is done. No shield is needed for that, and one per send cost a
+        # task callback and a second future.
+        return await self.submit(unit)
+
+    def submit(self, unit: Unit[T]) -> asyncio.Future[T]:
+        """Queue ``unit``; the future (of the running event loop) gets its result once it is committed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Item(unit, loop, fut))
-        # If the caller is cancelled, so is ``fut``; the unit still runs and commits (it is already queued),
-        # and _settle skips a future that is done. No shield is needed for that, and one per send cost a
-        # task callback and a second future.
-        return await fut
+        return fut
 
     def _loop(self) -> None:
         stopping = False

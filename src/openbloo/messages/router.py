@@ -66,7 +66,9 @@ async def send_message(chatId: str, request: Request, auth: Auth, rt: Rt) -> Res
     from openbloo.messages.send_lane import SendLane
 
     lane: SendLane = rt.extras.setdefault("send_lane", SendLane(rt))
-    outcome = await lane.accept(auth, chatId, await request.body(), request.scope)
+    headers = request.headers
+    body = await request.body()
+    outcome = await lane.submit(auth, chatId, body, headers.get("idempotency-key"), headers.get("x-from-number"))
     return Response(outcome.body, status_code=outcome.status, media_type="application/json")
 
 

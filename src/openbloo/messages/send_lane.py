@@ -7,6 +7,7 @@ and the same documented shapes. Its OpenAPI description comes from the same msgs
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import msgspec
@@ -22,6 +23,8 @@ from openbloo.messages.wire import decode_send_body
 from openbloo.runtime import Runtime
 
 log = logging.getLogger("openbloo.send")
+
+INTERNAL_ERROR = ApiError(500, "internal_error", "Internal server error")
 
 
 def _decode_error(exc: msgspec.DecodeError) -> ApiError:
@@ -41,17 +44,26 @@ class SendLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, ctx: AuthContext, chat_id: str) -> None:
         try:
-            outcome = await self.accept(ctx, chat_id, await read_body(receive), scope)
+            body = await read_body(receive)
+            idempotency_key, from_number = header(scope, b"idempotency-key"), header(scope, b"x-from-number")
+            outcome = await self.submit(ctx, chat_id, body, idempotency_key, from_number)
         except ApiError as exc:
             await respond_error(send, exc)
             return
         except Exception:
             log.exception("send failed")
-            await respond_error(send, ApiError(500, "internal_error", "Internal server error"))
+            await respond_error(send, INTERNAL_ERROR)
             return
         await respond(send, outcome.status, outcome.body)
 
-    async def accept(self, ctx: AuthContext, chat_id: str, body: bytes, scope: Scope) -> SendOutcome:
+    def submit(
+        self, ctx: AuthContext, chat_id: str, body: bytes, idempotency_key: str | None, from_number: str | None
+    ) -> asyncio.Future[SendOutcome]:
+        """Check the request and queue its unit of work: the future's result is the answer once committed.
+
+        Raises :class:`ApiError` at once for a request refused before the database is asked. Both ways in call
+        this: the ASGI lane above and the HTTP protocol's (:mod:`openbloo.http_lane`).
+        """
         address = parse_chat_id(chat_id, ctx.region)
         if not body.strip():
             raise bad_request("The body needs 'text', 'attachments' or 'parts'")
@@ -59,7 +71,6 @@ class SendLane:
             parsed = decode_send_body(body)
         except msgspec.DecodeError as exc:
             raise _decode_error(exc) from None
-        request = validate_send(parsed, header_from_number=header(scope, b"x-from-number"))
-        idem = Idempotency.of(header(scope, b"idempotency-key"), address.key, body, self.ttl_ms)
-        unit = plan_send(ctx, address, request, idem, self.runtime.notify_jobs)
-        return await self.runtime.writer.run(unit)
+        request = validate_send(parsed, header_from_number=from_number)
+        idem = Idempotency.of(idempotency_key, address.key, body, self.ttl_ms)
+        return self.runtime.writer.submit(plan_send(ctx, address, request, idem, self.runtime.notify_jobs))
