@@ -12,7 +12,8 @@ import logging
 import signal
 
 from openbloo.db import wakeups
-from openbloo.db.wakeups import PgWakeups
+from openbloo.db.engine import sqlite_file
+from openbloo.db.wakeups import PgWakeups, SqliteWakeups
 from openbloo.delivery.dispatcher import Dispatcher
 from openbloo.devices.reconciler import Reconciler
 from openbloo.events.sender import WebhookSender
@@ -29,10 +30,14 @@ class Workers:
         self.dispatcher = Dispatcher(runtime, self.registry)
         self.reconciler = Reconciler(runtime, self.registry)
         self.webhooks = WebhookSender(runtime)
-        self.wakeups: PgWakeups | None = None
-        if runtime.urls.dialect == "postgresql":  # other processes' commits wake these workers
-            wakers = {wakeups.JOBS: [self.dispatcher.wake], wakeups.WEBHOOKS: [self.webhooks.wake]}
+        # Other processes' commits wake these workers.
+        self.wakeups: PgWakeups | SqliteWakeups | None = None
+        wakers = {wakeups.JOBS: [self.dispatcher.wake], wakeups.WEBHOOKS: [self.webhooks.wake]}
+        database = sqlite_file(runtime.engine)
+        if runtime.urls.dialect == "postgresql":
             self.wakeups = PgWakeups(runtime.urls.sync, wakers)
+        elif database is not None:
+            self.wakeups = SqliteWakeups(database, wakers)
 
     async def start(self) -> None:
         await self.webhooks.start()

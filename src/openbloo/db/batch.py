@@ -191,11 +191,9 @@ class Batch:
         self._after_commit.append(fn)
 
     def signal(self, channel: str) -> None:
-        """Tell other processes, at commit, that there is news on ``channel`` (PostgreSQL NOTIFY; see
-        :mod:`openbloo.db.wakeups`). A no-op on SQLite. A unit that fails after signalling costs at most a
-        wake-up that finds nothing."""
-        if self.is_postgres:
-            self._signals.add(channel)
+        """Tell other processes, at commit, that there is news on ``channel`` (:mod:`openbloo.db.wakeups`).
+        A unit that fails after signalling costs at most a wake-up that finds nothing."""
+        self._signals.add(channel)
 
     def savepoint(self) -> None:
         """Make the current unit's immediate writes roll back if the unit fails. Idempotent per unit."""
@@ -250,11 +248,16 @@ class Batch:
             return
         with self._pipeline():
             self._flush_pending()
-            if self._signals:
+            if self._signals and self.is_postgres:
                 cur = self._raw_cursor()
                 for channel in sorted(self._signals):
                     cur.execute(f"NOTIFY {channel}")  # channel names are the constants of db.wakeups
                 self._signals.clear()
+
+    def _signals_after_commit(self) -> set[str]:
+        """The channels to tell other processes about once committed (SQLite; PostgreSQL NOTIFYs in the flush)."""
+        signals, self._signals = self._signals, set()
+        return signals
 
     def _pipeline(self) -> contextlib.AbstractContextManager[Any]:
         """PostgreSQL: send every statement of the flush before reading any result (one round trip, not one

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine
 
 from openbloo.db.batch import Batch, Lookups, Unit, UnitWithLookups, _WroteThenFailed
 from openbloo.db.engine import WalCheckpointer, sqlite_file, write_lock
+from openbloo.db.wakeups import notify_sqlite
 from openbloo.errors import ApiError
 
 log = logging.getLogger("openbloo.writer")
@@ -92,6 +93,7 @@ def run_units(source: Engine | HeldConnection, units: list[Unit[Any]], *, again:
             outcomes = [batch._run_unit(u) for u in units]
             batch.flush()
             hooks = batch._commit_hooks()
+            signals = batch._signals_after_commit()
     except _WroteThenFailed as failed:
         if len(units) == 1:  # the rollback above undid its writes; report its own error
             return [(False, failed.error)]
@@ -105,6 +107,10 @@ def run_units(source: Engine | HeldConnection, units: list[Unit[Any]], *, again:
             return run_units(source, units, again=False)
         log.warning("batch of %d failed at flush/commit; re-running its units one by one", len(units))
         return _one_by_one(source, units)
+    if signals:
+        database = sqlite_file(engine)
+        if database is not None:
+            notify_sqlite(database, signals)
     for hook in hooks:
         try:
             hook()

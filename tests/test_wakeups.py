@@ -1,5 +1,6 @@
-"""PostgreSQL: a send committed by an API process wakes the worker process at once (NOTIFY / LISTEN), so
-delivery and its webhook do not wait for the worker's next poll."""
+"""A send committed by an API process wakes the worker process at once (PostgreSQL: NOTIFY / LISTEN; SQLite:
+a datagram to the worker's socket next to the database), so delivery and its webhook do not wait for the
+worker's next poll."""
 
 from __future__ import annotations
 
@@ -34,7 +35,15 @@ def pg_url(postgres_database: str) -> Iterator[str]:
         yield url
 
 
-def test_the_worker_process_is_woken_by_the_api_process(pg_url: str, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'openbloo.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_the_worker_process_is_woken_by_the_api_process(any_url: str, tmp_path: Path) -> None:
+    pg_url = any_url
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("OPENBLOO_")}, **SLOW_POLLS}
     api = ServeProcess(pg_url, tmp_path, env, "--no-workers").start()
     receiver = Receiver().start()
@@ -109,5 +118,45 @@ def test_the_listener_reconnects_after_losing_its_connection(pg_url: str) -> Non
                 await asyncio.wait_for(woke.wait(), 5)
         finally:
             await listener.stop()
+
+    asyncio.run(scenario())
+
+
+def test_sqlite_wakeups_reach_the_one_listener_and_survive_a_killed_one(tmp_path: Path) -> None:
+    import asyncio
+    import socket
+
+    from openbloo.db.wakeups import JOBS, WEBHOOKS, SqliteWakeups, notify_sqlite, socket_path
+
+    database = str(tmp_path / "openbloo.db")
+
+    async def scenario() -> None:
+        # A socket file left by a killed worker: nobody receives on it, the next worker takes it over.
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        stale.bind(socket_path(database))
+        stale.close()
+        jobs, hooks = asyncio.Event(), asyncio.Event()
+        listener = SqliteWakeups(database, {JOBS: [jobs.set], WEBHOOKS: [hooks.set]})
+        await listener.start()
+        second = SqliteWakeups(database, {JOBS: []})  # a second worker process on the file polls instead
+        await second.start()
+        try:
+            await asyncio.wait_for(jobs.wait(), 5)  # woken on start: whatever was committed before
+            jobs.clear(), hooks.clear()
+            notify_sqlite(database, [JOBS])  # from this process the listener is skipped (woken in-process) ...
+            await asyncio.sleep(0.2)
+            assert not jobs.is_set()
+            other = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # ... another process's datagrams wake it
+            other.setblocking(False)
+            for channel in (JOBS, JOBS, JOBS, WEBHOOKS):
+                other.sendto(channel.encode(), socket_path(database))
+            other.close()
+            await asyncio.wait_for(jobs.wait(), 5)
+            await asyncio.wait_for(hooks.wait(), 5)
+        finally:
+            await second.stop()
+            await listener.stop()
+        assert not os.path.exists(socket_path(database))
+        notify_sqlite(database, [JOBS])  # nobody listens: nothing happens, nothing raised
 
     asyncio.run(scenario())
