@@ -210,6 +210,7 @@ def scale_section(rows_in: list[dict[str, Any]]) -> str:
                 cell("get_chats"),
                 cell("get_messages_first"),
                 f"{cell('get_messages_deep')} @ offset {r['deep_offset']:,}",
+                f"{cell('get_messages_middle')} @ offset {r['middle_offset']:,}" if "get_messages_middle" in r else "–",
                 cell("send"),
                 r.get("rss_mb"),
             ]
@@ -220,7 +221,8 @@ def scale_section(rows_in: list[dict[str, Any]]) -> str:
             "chats",
             "GET /chats ms",
             "GET messages, first page ms",
-            "deep page ms",
+            "last page ms",
+            "middle page ms",
             "send ms (sequential)",
             "server RSS MB",
         ],

@@ -514,7 +514,7 @@ def _time_requests(fn: Callable[[], httpx.Response], n: int, warm: int = 5) -> d
     return {"median_ms": round(statistics.median(times), 2), "p95_ms": s["p95"], "max_ms": s["max"], "n": n}
 
 
-def _measure_reads(dep: Deployment, meta: dict[str, Any], deep: int, reps: int) -> dict[str, Any]:
+def _measure_reads(dep: Deployment, meta: dict[str, Any], deep: int, middle: int, reps: int) -> dict[str, Any]:
     hot, some = meta["hot_chat"].replace("+", "%2B"), meta["some_chat"].replace("+", "%2B")
     seq = iter(range(10**9))
     auth = {"Authorization": f"Bearer {dep.api_key}"}
@@ -527,6 +527,10 @@ def _measure_reads(dep: Deployment, meta: dict[str, Any], deep: int, reps: int) 
             "get_messages_first": _time_requests(lambda: c.get(f"/chats/{hot}/messages", params={"limit": 50}), reps),
             "get_messages_deep": _time_requests(
                 lambda: c.get(f"/chats/{hot}/messages", params={"limit": 50, "offset": deep}), reps
+            ),
+            # Pages past the middle are read from the other end of the index: the middle one is the slowest.
+            "get_messages_middle": _time_requests(
+                lambda: c.get(f"/chats/{hot}/messages", params={"limit": 50, "offset": middle}), reps
             ),
             "send": _time_requests(
                 lambda: c.post(f"/chats/{some}/messages", json={"text": f"scale probe {next(seq)}"}), reps
@@ -548,14 +552,16 @@ def scale(ctx: Ctx, sizes: list[int]) -> list[dict[str, Any]]:
             dep.start()
             log(f"scale: {n} stored messages")
             deep = max(0, meta["hot_chat_messages"] - 50)
+            middle = max(0, meta["hot_chat_messages"] // 2 - 25)
             row: dict[str, Any] = {
                 "messages": n,
                 "chats": meta["chats"],
                 "hot_chat_messages": meta["hot_chat_messages"],
                 "deep_offset": deep,
+                "middle_offset": middle,
                 "generate_s": meta.get("generate_s"),
             }
-            row.update(_measure_reads(dep, meta, deep, 30 if ctx.quick else 60))
+            row.update(_measure_reads(dep, meta, deep, middle, 30 if ctx.quick else 60))
             row["rss_mb"] = round(dep.rss_kb() / 1024, 1)
             out.append(row)
         finally:

@@ -153,3 +153,24 @@ def test_integers_too_big_for_the_database_are_400_not_500(tenant: Tenant) -> No
             assert r.status_code == 400 and r.json()["code"] == "invalid_request", (path, params, r.text)
         r = http.post("/webhooks", json={"webhook_url": "http://127.0.0.1:9/big", "valid_until": 2**70})
         assert r.status_code == 400 and r.json()["code"] == "invalid_request"
+
+
+def test_every_page_is_the_slice_of_the_whole_list_from_either_end(tenant: Tenant) -> None:
+    # Pages past the middle are read from the other end of the index: each must still be the exact slice.
+    h = unique_number()
+    send(tenant, h, text=[f"m{i}" for i in range(5)])  # five messages with one acceptance time
+    for i in range(4):
+        send(tenant, h, text=f"n{i}")
+        if i % 2:
+            inbound(tenant, h, f"in{i}")
+    for sort, direction in (("desc", None), ("asc", None), ("desc", "outbound"), ("asc", "inbound")):
+        extra = {"direction": direction} if direction else {}
+        whole = get(tenant, f"/chats/{path_id(h)}/messages", sort=sort, limit=200, **extra)
+        ids = [m["message_id"] for m in whole["messages"]]
+        assert whole["pagination"]["total"] == len(ids)
+        for limit in (1, 3, 4, 50):
+            for offset in range(len(ids) + 2):
+                page = get(tenant, f"/chats/{path_id(h)}/messages", sort=sort, limit=limit, offset=offset, **extra)
+                got = [m["message_id"] for m in page["messages"]]
+                assert got == ids[offset : offset + limit], (sort, direction, limit, offset)
+                assert page["pagination"] == {"limit": limit, "offset": offset, "total": len(ids)}

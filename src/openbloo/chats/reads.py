@@ -146,26 +146,40 @@ async def list_messages(
         cond.append(_msg.c.time_sent > since)
     if until is not None:
         cond.append(_msg.c.time_sent < until)
-    if sort == "asc":
-        order = (_msg.c.time_sent.asc(), _msg.c.seq.asc())
-    else:
-        order = (_msg.c.time_sent.desc(), _msg.c.seq.desc())
-    # Deferred join: the page's keys come from the (chat_id, time_sent, seq) index alone, and only the page's
-    # rows are read from the table. With OFFSET over whole rows, a deep page read every skipped row.
-    page = select(_msg.c.seq).where(and_(*cond)).order_by(*order).limit(limit).offset(offset).subquery()
-    rows = await conn.execute(
-        select(_msg, _num.c.phone_number.label("internal_id"))
-        .join(page, page.c.seq == _msg.c.seq)
-        .outerjoin(_num, _num.c.id == _msg.c.number_id)
-        .order_by(*order)
-    )
     if since is None and until is None:
         # The maintained counters answer without touching the messages.
         field = {"inbound": "inbound_count", "outbound": "outbound_count"}.get(direction or "", "message_count")
         total = sum(int(getattr(c, field)) for c in chats)
+        counted = True
     else:
         total = int((await conn.execute(select(func.count()).select_from(_msg).where(and_(*cond)))).scalar_one())
+        counted = False
+    ascending = sort == "asc"
     external = chats[0].chat_key
+    if offset >= total and counted:
+        return external, [], total
+    # OFFSET walks the index from its start: a page past the middle is read from the other end instead, with
+    # the order reversed (the total says where that page starts), and put back in order. The deepest page
+    # then costs what the first does; the slowest is the middle one.
+    from_the_end = counted and offset + limit > total - offset
+    if from_the_end:
+        ascending = not ascending
+        offset, limit = max(0, total - offset - limit), min(limit, total - offset)
+    up, down = (_msg.c.time_sent.asc(), _msg.c.seq.asc()), (_msg.c.time_sent.desc(), _msg.c.seq.desc())
+    order = up if ascending else down
+    # Deferred join: the page's keys come from the (chat_id, time_sent, seq) index alone, and only the page's
+    # rows are read from the table. With OFFSET over whole rows, a deep page read every skipped row.
+    page = select(_msg.c.seq).where(and_(*cond)).order_by(*order).limit(limit).offset(offset).subquery()
+    rows = list(
+        await conn.execute(
+            select(_msg, _num.c.phone_number.label("internal_id"))
+            .join(page, page.c.seq == _msg.c.seq)
+            .outerjoin(_num, _num.c.id == _msg.c.number_id)
+            .order_by(*order)
+        )
+    )
+    if from_the_end:
+        rows.reverse()
     items = [list_item(r, external) for r in rows]
     return external, items, total
 
