@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, case, or_, select, update
 
 from openbloo.db import models as m
 from openbloo.db.batch import Batch
+from openbloo.db.direct import Prepared
 from openbloo.db.inlist import MAX_SIZE as MAX_IN
 from openbloo.db.inlist import InList
 
@@ -27,9 +28,10 @@ _d, _ev, _w, _a = m.webhook_deliveries, m.events, m.webhooks, m.webhook_attempts
 MAX_RESPONSE_CHARS = 4096
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClaimedDelivery:
-    seq: int
+    """A delivery leased to this process's sender: claimed, or pushed to it when its event committed."""
+
     id: str
     webhook_id: str
     event_id: str
@@ -46,7 +48,6 @@ class ClaimedDelivery:
 class AttemptRecord:
     """One finished attempt and what it means for its delivery."""
 
-    delivery_seq: int
     delivery_id: str
     webhook_id: str
     event_id: str
@@ -155,6 +156,7 @@ def claim(
             taken[webhook_id] = taken.get(webhook_id, 0) + 1
             picked.append(seq)
         chosen: list[ClaimedDelivery] = []
+        chosen_seqs: list[int] = []
         by_seq: dict[int, tuple[Any, ...]] = {}
         for part in InList.chunks(picked):
             for row in batch.all(*_CHOSEN(part)):
@@ -162,8 +164,9 @@ def claim(
         for seq in picked:  # in claim order (due time, then acceptance)
             d = by_seq.get(seq)
             if d is not None:
-                chosen.append(ClaimedDelivery(*d))
-        for part in InList.chunks([c.seq for c in chosen]):
+                chosen.append(ClaimedDelivery(*d[1:]))
+                chosen_seqs.append(seq)
+        for part in InList.chunks(chosen_seqs):
             batch.execute(*_LEASE(part, {"b_worker": worker, "b_until": now + lease_ms}))
         for part in InList.chunks(skipped):
             batch.execute(*_SKIP(part))
@@ -172,13 +175,13 @@ def claim(
     return unit
 
 
-def unclaim(seqs: list[int], worker: str) -> Callable[[Batch], None]:
+def unclaim(ids: list[str], worker: str) -> Callable[[Batch], None]:
     """Give back leases this worker holds on deliveries it claimed but did not attempt (a stopping sender)."""
 
     def unit(batch: Batch) -> None:
         batch.conn.execute(
             update(_d)
-            .where(_d.c.seq.in_(seqs), _d.c.lease_owner == worker, _d.c.state == "pending")
+            .where(_d.c.id.in_(ids), _d.c.lease_owner == worker, _d.c.state == "pending")
             .values(lease_owner=None, lease_until=None)
         )
 
@@ -187,7 +190,7 @@ def unclaim(seqs: list[int], worker: str) -> Callable[[Batch], None]:
 
 _SAVE_DELIVERY = (
     update(_d)
-    .where(_d.c.seq == bindparam("b_seq"))
+    .where(_d.c.id == bindparam("b_id"))
     .values(
         state=bindparam("b_state"),
         attempts=bindparam("b_attempts"),
@@ -209,32 +212,64 @@ _COUNT_ATTEMPT = (
 )
 
 
-def attempt_row(record: AttemptRecord) -> dict[str, Any]:
+_ATTEMPT_COLUMNS = (
+    "delivery_id",
+    "webhook_id",
+    "event_id",
+    "webhook_url",
+    "event_body",
+    "attempted_at",
+    "response_received_at",
+    "response_status",
+    "response_body",
+    "duration_ms",
+    "error",
+    "is_replay",
+    "original_event_id",
+)
+_ATTEMPT = Prepared.insert(_a, _ATTEMPT_COLUMNS)
+_DELIVERY_OUTCOME = Prepared(_SAVE_DELIVERY, ("b_id", "b_state", "b_attempts", "b_next"))
+_WEBHOOK_COUNTS = Prepared(_COUNT_ATTEMPT, ("b_id", "b_failed", "b_t"))
+_WEBHOOKS_THERE = InList(lambda ids: select(_w.c.id).where(_w.c.id.in_(ids)))
+
+
+def attempt_row(record: AttemptRecord) -> tuple[Any, ...]:
+    """The ``webhook_attempts`` row of an attempt, in :data:`_ATTEMPT_COLUMNS` order."""
     body = record.response_body
-    return {
-        "delivery_id": record.delivery_id,
-        "webhook_id": record.webhook_id,
-        "event_id": record.event_id,
-        "webhook_url": record.url,
-        "event_body": record.body,
-        "attempted_at": record.attempted_at,
-        "response_received_at": record.received_at,
-        "response_status": record.status,
-        "response_body": body[:MAX_RESPONSE_CHARS] if body is not None else None,
-        "duration_ms": record.duration_ms,
-        "error": record.error,
-        "is_replay": record.is_replay,
-        "original_event_id": record.original_event_id,
-    }
-
-
-def count_attempt(batch: Batch, record: AttemptRecord) -> None:
-    """``failure_count`` (never reset) and ``last_triggered`` of the attempt's webhook."""
-    batch.execute_later(
-        "webhook_attempt_count",
-        _COUNT_ATTEMPT,
-        {"b_id": record.webhook_id, "b_failed": 0 if record.ok else 1, "b_t": record.attempted_at},
+    return (
+        record.delivery_id,
+        record.webhook_id,
+        record.event_id,
+        record.url,
+        record.body,
+        record.attempted_at,
+        record.received_at,
+        record.status,
+        body[:MAX_RESPONSE_CHARS] if body is not None else None,
+        record.duration_ms,
+        record.error,
+        record.is_replay,
+        record.original_event_id,
     )
+
+
+def log_attempt(batch: Batch, record: AttemptRecord) -> None:
+    """Queue the attempt's log row."""
+    batch.add(_ATTEMPT, attempt_row(record), 95)
+
+
+def count_attempts(batch: Batch, records: list[AttemptRecord]) -> None:
+    """``failure_count`` (never reset) and ``last_triggered`` of the attempts' webhooks: one update per webhook."""
+    counts: dict[str, list[int]] = {}
+    for r in records:
+        c = counts.get(r.webhook_id)
+        if c is None:
+            counts[r.webhook_id] = [0 if r.ok else 1, r.attempted_at]
+        else:
+            c[0] += 0 if r.ok else 1
+            c[1] = max(c[1], r.attempted_at)
+    for webhook_id, (failed, at) in counts.items():
+        batch.add(_WEBHOOK_COUNTS, (webhook_id, failed, at))
 
 
 def record_attempts(records: list[AttemptRecord]) -> Callable[[Batch], int]:
@@ -242,24 +277,15 @@ def record_attempts(records: list[AttemptRecord]) -> Callable[[Batch], int]:
 
     def unit(batch: Batch) -> int:
         ids = sorted({r.webhook_id for r in records})
-        existing = {row.id for row in batch.conn.execute(select(_w.c.id).where(_w.c.id.in_(ids)))}
-        written = 0
-        for r in records:
-            if r.webhook_id not in existing:
-                continue  # the webhook was deleted while the attempt was in flight: nothing to log it on
-            batch.insert_later(_a, attempt_row(r), 95)
-            batch.execute_later(
-                "delivery_outcome",
-                _SAVE_DELIVERY,
-                {
-                    "b_seq": r.delivery_seq,
-                    "b_state": r.state,
-                    "b_attempts": r.attempts,
-                    "b_next": r.next_attempt_at or r.attempted_at,
-                },
-            )
-            count_attempt(batch, r)
-            written += 1
-        return written
+        existing: set[str] = set()
+        for part in InList.chunks(ids):
+            existing.update(row[0] for row in batch.all(*_WEBHOOKS_THERE(part)))
+        # A webhook deleted while its attempt was in flight has nothing to log the attempt on.
+        kept = [r for r in records if r.webhook_id in existing]
+        for r in kept:
+            log_attempt(batch, r)
+            batch.add(_DELIVERY_OUTCOME, (r.delivery_id, r.state, r.attempts, r.next_attempt_at or r.attempted_at))
+        count_attempts(batch, kept)
+        return len(kept)
 
     return unit

@@ -13,9 +13,10 @@ sends costs one small indexed query.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import bindparam, select
 
@@ -23,6 +24,7 @@ from openbloo.db import models as m
 from openbloo.db import wakeups
 from openbloo.db.batch import Batch
 from openbloo.db.direct import Prepared
+from openbloo.events.deliveries import ClaimedDelivery
 from openbloo.ids import new_id
 
 if TYPE_CHECKING:
@@ -57,15 +59,17 @@ class Subscription:
     scope: str
     api_key_id: str | None
     valid_until: int
+    url: str
+    secret: str
 
     def active_at(self, at: int) -> bool:
         return self.valid_until == -1 or self.valid_until > at
 
 
 _w = m.webhooks
-_SUBSCRIPTIONS = select(_w.c.id, _w.c.webhook_type, _w.c.scope, _w.c.api_key_id, _w.c.valid_until).where(
-    _w.c.organization_id == bindparam("org"), _w.c.deprecated_at.is_(None)
-)
+_SUBSCRIPTIONS = select(
+    _w.c.id, _w.c.webhook_type, _w.c.scope, _w.c.api_key_id, _w.c.valid_until, _w.c.url, _w.c.signing_secret
+).where(_w.c.organization_id == bindparam("org"), _w.c.deprecated_at.is_(None))
 _n, _nk = m.numbers, m.number_api_keys
 _RESTRICTED = (
     select(_nk.c.number_id, _nk.c.api_key_id)
@@ -84,7 +88,10 @@ def _subscriptions(batch: Batch, org_id: str) -> tuple[Subscription, ...]:
     cached = batch.recall(key)
     if cached is None:
         rows = batch.all(_SUBSCRIPTIONS, {"org": org_id})
-        cached = tuple(Subscription(i, kind, scope, key_id, int(until)) for i, kind, scope, key_id, until in rows)
+        cached = tuple(
+            Subscription(i, kind, scope, key_id, int(until), url, secret)
+            for i, kind, scope, key_id, until, url, secret in rows
+        )
         batch.remember(key, cached)
     return cached
 
@@ -131,20 +138,46 @@ def _notify() -> None:
         fn()
 
 
-_DELIVERY = Prepared.insert(
-    m.webhook_deliveries,
-    (
-        "id",
-        "webhook_id",
-        "event_id",
-        "organization_id",
-        "state",
-        "attempts",
-        "next_attempt_at",
-        "is_replay",
-        "created_at",
-    ),
+class LocalSender(Protocol):
+    """The webhook sender of this process, which new deliveries are pushed to when their event commits."""
+
+    worker_id: str
+    lease_ms: int
+
+    def has_room(self, webhook_id: str) -> bool:
+        """Whether the webhook's window has room (asked in the writer thread)."""
+
+    def adopt_threadsafe(self, delivery: ClaimedDelivery) -> None:
+        """Take a committed delivery leased to it (called in the writer thread, after the commit)."""
+
+
+_local: LocalSender | None = None
+
+
+def set_local_sender(sender: LocalSender | None) -> None:
+    """Push new deliveries to ``sender`` (this process runs the webhook sender), or stop pushing (None).
+
+    A pushed delivery is inserted already leased to that sender and handed to it after the commit: it skips
+    the claim (a writer unit scanning the due rows, one per sender wake-up). Deliveries over a webhook's
+    window, or written by a process without a sender, wait for a claim as before.
+    """
+    global _local
+    _local = sender
+
+
+_DELIVERY_COLUMNS = (
+    "id",
+    "webhook_id",
+    "event_id",
+    "organization_id",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "is_replay",
+    "created_at",
 )
+_DELIVERY = Prepared.insert(m.webhook_deliveries, _DELIVERY_COLUMNS)
+_LEASED_DELIVERY = Prepared.insert(m.webhook_deliveries, (*_DELIVERY_COLUMNS, "lease_owner", "lease_until"))
 
 
 def fan_out(batch: Batch, event: Event) -> int:
@@ -153,18 +186,37 @@ def fan_out(batch: Batch, event: Event) -> int:
     if not subs:
         return 0
     at = event.created_at
-    queued = 0
+    queued = unleased = 0
     for sub in subs:
         if not sub.active_at(at) or not subscribes(sub.webhook_type, event.type):
             continue
         if sub.scope == "api_key" and not _key_sees(batch, sub, event):
             continue
         delivery = (new_id("dlv_", ordered=True), sub.id, event.id, event.organization_id, "pending", 0, at, False, at)
-        batch.add(_DELIVERY, delivery, ORDER_DELIVERIES)
+        local = _local
+        if local is not None and local.has_room(sub.id):
+            batch.add(_LEASED_DELIVERY, (*delivery, local.worker_id, at + local.lease_ms), ORDER_DELIVERIES)
+            pushed = ClaimedDelivery(
+                delivery[0],
+                sub.id,
+                event.id,
+                0,
+                event.type,
+                event.message_id,
+                event.payload,
+                sub.url,
+                sub.secret,
+                sub.scope,
+            )
+            batch.after_commit(functools.partial(local.adopt_threadsafe, pushed))
+        else:
+            batch.add(_DELIVERY, delivery, ORDER_DELIVERIES)
+            unleased += 1
         queued += 1
-    if queued:
+    # Senders claim what nobody holds: wake them (here and in other processes) only for that.
+    if unleased:
         batch.signal(wakeups.WEBHOOKS)
-    if queued and not batch.recall("webhook_wakeup"):
-        batch.remember("webhook_wakeup", True)
-        batch.after_commit(_notify)
+        if not batch.recall("webhook_wakeup"):
+            batch.remember("webhook_wakeup", True)
+            batch.after_commit(_notify)
     return queued

@@ -232,20 +232,28 @@ class WebhookSender:
         # Claimed, not started yet: webhook id → (claimed at, delivery), oldest first.
         self._queued: dict[str, deque[tuple[int, ClaimedDelivery]]] = {}
         self._queued_total = 0
+        # Deliveries pushed by the writer thread at their commit, for the event loop to take (adopt_threadsafe).
+        self._pushed: deque[ClaimedDelivery] = deque()
+        self._pushed_waiting = False
+        # Whether the last claim came back full (or had no room): more deliveries may be due than were taken.
+        self._backlog = True
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.client = Http1Client()
         fanout.add_listener(self.wake_threadsafe)
+        fanout.set_local_sender(self)
         self._task = asyncio.create_task(self._run(), name="webhook-sender")
 
     async def stop(self) -> None:
+        fanout.set_local_sender(None)
         fanout.remove_listener(self.wake_threadsafe)
+        self._take_pushed(start=False)  # committed and leased to this sender: given back below with the rest
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        held = [d.seq for queue in self._queued.values() for _, d in queue]
+        held = [d.id for queue in self._queued.values() for _, d in queue]
         self._queued.clear()
         self._queued_total = 0
         if held:  # give the leases of claimed-but-unsent deliveries back, for the next sender to take at once
@@ -265,6 +273,33 @@ class WebhookSender:
     def wake(self) -> None:
         """New deliveries are waiting (called on the event loop: another process's commit)."""
         self._wake.set()
+
+    # -- deliveries pushed at their commit (events.fanout) -------------------------------------------------
+    def has_room(self, webhook_id: str) -> bool:
+        """Called in the writer thread: whether the webhook's claimed-ahead window has room for one more. Read
+        without a lock: a batch may overshoot the window by its own deliveries, no more."""
+        held = self._inflight.get(webhook_id, 0) + len(self._queued.get(webhook_id, ()))
+        return held + len(self._pushed) < self.ahead and self._active + self._queued_total < self.concurrency * PREFETCH
+
+    def adopt_threadsafe(self, delivery: ClaimedDelivery) -> None:
+        """Called in the writer thread once ``delivery`` (leased to this sender) is committed."""
+        self._pushed.append(delivery)
+        if not self._pushed_waiting and self._loop is not None and not self._loop.is_closed():
+            self._pushed_waiting = True
+            with contextlib.suppress(RuntimeError):  # the loop is closing: the lease lapses, it is claimed again
+                self._loop.call_soon_threadsafe(self._take_pushed)
+
+    def _take_pushed(self, start: bool = True) -> None:
+        self._pushed_waiting = False  # before taking: a push from now on schedules another take
+        at = now_ms()
+        webhooks: dict[str, None] = {}
+        while self._pushed:
+            delivery = self._pushed.popleft()
+            self._queued.setdefault(delivery.webhook_id, deque()).append((at, delivery))
+            self._queued_total += 1
+            webhooks[delivery.webhook_id] = None
+        for webhook_id in webhooks if start else ():
+            self._start_ready(webhook_id)
 
     def wake_threadsafe(self) -> None:
         """Called from the writer thread after a batch with new deliveries commits."""
@@ -298,6 +333,7 @@ class WebhookSender:
                 # Claim again at once only if the claim came back full (more may be due); otherwise everything
                 # due was taken, and the next claim waits for news (a commit with new deliveries, a freed slot)
                 # or the poll: claiming in a loop while deliveries trickle in would spin on the writer.
+                self._backlog = room <= 0 or len(claimed) >= limit
                 if len(claimed) < limit or room <= 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll)
@@ -339,9 +375,11 @@ class WebhookSender:
             for webhook_id in list(self._queued):
                 self._start_ready(webhook_id)
         # Refill in halves: claiming for every freed slot made one claim (a writer unit scanning the due
-        # rows) per delivery; a webhook whose claimed-ahead window is still more than half full has work.
+        # rows) per delivery; a webhook whose claimed-ahead window is still more than half full has work. Only
+        # when the last claim came back full is more known to be due: otherwise news (a commit with deliveries
+        # nobody holds) or the poll wakes the claim.
         waiting = self._inflight.get(d.webhook_id, 0) + len(self._queued.get(d.webhook_id, ()))
-        if waiting <= self.ahead // 2:
+        if waiting <= self.ahead // 2 and self._backlog:
             self._wake.set()
 
     async def _log(self, record: AttemptRecord) -> None:
@@ -408,7 +446,6 @@ class WebhookSender:
                     outcome.status if outcome.status is not None else outcome.error,
                 )
             record = AttemptRecord(
-                delivery_seq=d.seq,
                 delivery_id=d.id,
                 webhook_id=d.webhook_id,
                 event_id=d.event_id,

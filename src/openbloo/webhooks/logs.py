@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from openbloo.db import models as m
 from openbloo.db.batch import Batch
 from openbloo.errors import not_found
-from openbloo.events.deliveries import AttemptRecord, attempt_row, count_attempt
+from openbloo.events.deliveries import AttemptRecord, count_attempts, log_attempt
 from openbloo.events.fanout import ORDER_DELIVERIES
 from openbloo.events.sender import HttpOutcome, event_body, post_event
 from openbloo.ids import new_id
@@ -146,8 +146,8 @@ def record_replay(record: AttemptRecord, organization_id: str) -> Callable[[Batc
             },
             ORDER_DELIVERIES,
         )
-        batch.insert_later(_a, attempt_row(record), 95)
-        count_attempt(batch, record)
+        log_attempt(batch, record)
+        count_attempts(batch, [record])
 
     return unit
 
@@ -177,7 +177,6 @@ async def replay(
         original_event_id=original_event_id,
     )
     record = AttemptRecord(
-        delivery_seq=0,
         delivery_id=new_id("dlv_", ordered=True),
         webhook_id=webhook.id,
         event_id=replay_id,
