@@ -29,8 +29,14 @@ def main() -> None:
 
     from openbloo.app import create_app
     from openbloo.config import get_settings
-    from openbloo.http_lane import uvicorn_options
     from openbloo.runtime import Runtime
+
+    try:
+        from openbloo.http_lane import uvicorn_options
+    except ImportError:  # an older source tree (--baseline-src) without the HTTP lane: uvicorn's defaults
+
+        def uvicorn_options() -> dict[str, object]:
+            return {}
 
     get_settings.cache_clear()
     settings = get_settings()
