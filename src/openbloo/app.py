@@ -248,12 +248,8 @@ class Openbloo:
             fut = self.send_lane.submit(
                 request.ctx, request.chat_id, body, request.idempotency_key, request.from_number
             )
-        except ApiError as exc:
-            answer(exc.status, exc.body_bytes(), exc.response_headers())
-            return
-        except Exception:
-            log.exception("send failed")
-            answer(INTERNAL_ERROR.status, INTERNAL_ERROR.body_bytes(), None)
+        except Exception as exc:
+            _answer_error(exc, answer)
             return
         fut.add_done_callback(lambda f: _answer_outcome(f, answer))
 
@@ -269,18 +265,21 @@ class LeanSend(NamedTuple):
 
 
 def _answer_outcome(fut: asyncio.Future[SendOutcome], answer: Answer) -> None:
-    if fut.cancelled():
-        answer(INTERNAL_ERROR.status, INTERNAL_ERROR.body_bytes(), None)
-        return
-    exc = fut.exception()
+    exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
     if exc is None:
         outcome = fut.result()
         answer(outcome.status, outcome.body, None)
-    elif isinstance(exc, ApiError):
-        answer(exc.status, exc.body_bytes(), exc.response_headers())
     else:
+        _answer_error(exc, answer)
+
+
+def _answer_error(exc: BaseException, answer: Answer) -> None:
+    if isinstance(exc, ApiError):
+        answer(exc.status, exc.body_bytes(), exc.response_headers())
+        return
+    if not isinstance(exc, asyncio.CancelledError):
         log.error("send failed", exc_info=exc)
-        answer(INTERNAL_ERROR.status, INTERNAL_ERROR.body_bytes(), None)
+    answer(INTERNAL_ERROR.status, INTERNAL_ERROR.body_bytes(), None)
 
 
 def create_app(runtime: Runtime | None = None) -> Openbloo:

@@ -90,6 +90,15 @@ def pool_number(row: Any) -> PoolNumber:
     )
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The key of a well-formed ``Bearer <api key>`` header value, or None."""
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token
+
+
 class KeyResolver:
     def __init__(self, engine: AsyncEngine, ttl_seconds: float = 3.0) -> None:
         self.engine = engine
@@ -105,18 +114,16 @@ class KeyResolver:
     async def resolve_header(self, authorization: str | None) -> AuthContext:
         if not authorization:
             raise unauthorized("Missing Authorization header: expected 'Bearer <api key>'")
-        scheme, _, token = authorization.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or " " in token:
+        token = bearer_token(authorization)
+        if token is None:
             raise unauthorized("Malformed Authorization header: expected 'Bearer <api key>'")
         return await self.resolve(token)
 
     def cached(self, authorization: str) -> AuthContext | None:
         """The caller of a well-formed ``Authorization`` header, if its key is in the cache and fresh; else None
         (the caller then goes the way that loads it: :meth:`resolve_header`)."""
-        scheme, _, token = authorization.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or " " in token:
+        token = bearer_token(authorization)
+        if token is None:
             return None
         hit = self._cache.get(hash_key(token))
         if hit is None or hit[0] <= time.monotonic():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -95,6 +96,7 @@ class PgWakeups:
 _MAX_SOCKET_PATH = 100
 
 
+@functools.lru_cache(maxsize=64)  # asked after every SQLite batch that queued news
 def socket_path(database: str) -> str:
     """Where the worker process of the SQLite file ``database`` (an absolute path) listens for wake-ups."""
     path = database + "-wakeups"

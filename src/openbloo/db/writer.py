@@ -50,6 +50,7 @@ class HeldConnection:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.database = sqlite_file(engine)  # found once: the wake-ups after each batch name it
         self._conn: Connection | None = None
         self._used = 0.0
 
@@ -108,7 +109,7 @@ def run_units(source: Engine | HeldConnection, units: list[Unit[Any]], *, again:
         log.warning("batch of %d failed at flush/commit; re-running its units one by one", len(units))
         return _one_by_one(source, units)
     if signals:
-        database = sqlite_file(engine)
+        database = source.database if isinstance(source, HeldConnection) else sqlite_file(engine)
         if database is not None:
             notify_sqlite(database, signals)
     for hook in hooks:
@@ -171,7 +172,7 @@ class Writer:
     def __init__(self, engine: Engine, *, name: str = "openbloo-writer") -> None:
         self.engine = engine
         self._held = HeldConnection(engine)
-        path = sqlite_file(engine)
+        path = self._held.database
         self._checkpointer = WalCheckpointer(path) if path is not None else None
         self._queue: queue.SimpleQueue[_Item[Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)

@@ -187,13 +187,13 @@ def fan_out(batch: Batch, event: Event) -> int:
         return 0
     at = event.created_at
     queued = unleased = 0
+    local = _local
     for sub in subs:
         if not sub.active_at(at) or not subscribes(sub.webhook_type, event.type):
             continue
         if sub.scope == "api_key" and not _key_sees(batch, sub, event):
             continue
         delivery = (new_id("dlv_", ordered=True), sub.id, event.id, event.organization_id, "pending", 0, at, False, at)
-        local = _local
         if local is not None and local.has_room(sub.id):
             batch.add(_LEASED_DELIVERY, (*delivery, local.worker_id, at + local.lease_ms), ORDER_DELIVERIES)
             pushed = ClaimedDelivery(
