@@ -146,14 +146,12 @@ async def list_messages(
         cond.append(_msg.c.time_sent > since)
     if until is not None:
         cond.append(_msg.c.time_sent < until)
-    if since is None and until is None:
-        # The maintained counters answer without touching the messages.
+    counted = since is None and until is None  # the maintained counters answer without touching the messages
+    if counted:
         field = {"inbound": "inbound_count", "outbound": "outbound_count"}.get(direction or "", "message_count")
         total = sum(int(getattr(c, field)) for c in chats)
-        counted = True
     else:
         total = int((await conn.execute(select(func.count()).select_from(_msg).where(and_(*cond)))).scalar_one())
-        counted = False
     ascending = sort == "asc"
     external = chats[0].chat_key
     if offset >= total and counted:
