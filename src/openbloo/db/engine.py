@@ -131,6 +131,27 @@ class SqliteWriteLock:
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def held_if_free(self) -> Iterator[bool]:
+        """Hold the lock if nobody (no thread of this process, no other process) has it now; yields whether
+        it is held. Never waits: for a caller that must not block (the event loop's writes)."""
+        if not self._mutex.acquire(blocking=False):
+            yield False
+            return
+        try:
+            fd = self._file()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._mutex.release()
+
 
 _write_locks: dict[str, SqliteWriteLock] = {}  # one per file: engines on the same file share its queue
 _engine_locks: weakref.WeakKeyDictionary[Engine, SqliteWriteLock | None] = weakref.WeakKeyDictionary()
@@ -194,6 +215,17 @@ class WalCheckpointer:
                     log.debug("WAL checkpoint of %s: %s", self.path, exc)
         finally:
             conn.close()
+
+
+def write_lock_if_free(engine: Engine) -> contextlib.AbstractContextManager[bool]:
+    """:func:`write_lock` taken only if it is free now; the context yields whether it was (always, off SQLite)."""
+    lock = _engine_locks.get(engine, _MISSING)
+    if lock is _MISSING:
+        lock = _engine_locks[engine] = _lock_for(engine)
+    return lock.held_if_free() if lock is not None else contextlib.nullcontext(True)
+
+
+_MISSING: Any = object()
 
 
 def write_lock(engine: Engine) -> contextlib.AbstractContextManager[None]:

@@ -1,0 +1,131 @@
+"""On a SQLite file the event loop that started the writer runs its own batches, unless something else writes."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import Column, Integer, MetaData, Table, func, select
+
+from openbloo.config import database_urls
+from openbloo.db.batch import Batch
+from openbloo.db.engine import make_sync_engine
+from openbloo.db.writer import Writer
+
+meta = MetaData()
+rows = Table("inline_test_rows", meta, Column("id", Integer, primary_key=True))
+
+
+def _engine(tmp_path: Path):  # type: ignore[no-untyped-def]
+    engine = make_sync_engine(database_urls(f"sqlite:///{tmp_path / 'w.db'}"))
+    meta.create_all(engine)
+    return engine
+
+
+def _insert_and_name_thread(n: int):  # type: ignore[no-untyped-def]
+    def unit(batch: Batch) -> int:
+        batch.insert_later(rows, {"id": n})
+        return threading.get_ident()
+
+    return unit
+
+
+def test_batches_of_the_starting_loop_run_on_it_together_and_commit(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    writer = Writer(engine)
+    assert writer.inline
+
+    async def main() -> list[int]:
+        writer.start()
+        try:
+            return list(await asyncio.gather(*(writer.run(_insert_and_name_thread(i)) for i in range(50))))
+        finally:
+            writer.stop()
+
+    threads = asyncio.run(main())
+    assert set(threads) == {threading.get_ident()}, "a batch of the home loop ran on another thread"
+    assert writer.batches == 1 and writer.units == 50  # submitted in one turn of the loop: one transaction
+    with engine.connect() as conn:  # committed: another connection sees every row
+        assert conn.execute(select(func.count()).select_from(rows)).scalar_one() == 50
+    engine.dispose()
+
+
+def test_a_held_write_lock_sends_the_batch_to_the_thread_and_the_loop_keeps_running(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    writer = Writer(engine)
+    # Another process (here: another open file, which flock treats the same way) is writing.
+    fd = os.open(str(tmp_path / "w.db") + "-writelock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+    async def main() -> tuple[int, int, float]:
+        writer.start()
+        try:
+            started = time.monotonic()
+            pending = asyncio.ensure_future(writer.run(_insert_and_name_thread(1)))
+            ticks = 0
+            while time.monotonic() - started < 0.3:  # the loop is not blocked while the unit waits for the lock
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert not pending.done()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            ran_on = await pending
+            return ran_on, ticks, time.monotonic() - started
+        finally:
+            writer.stop()
+
+    try:
+        ran_on, ticks, waited = asyncio.run(main())
+    finally:
+        os.close(fd)
+    assert ran_on != threading.get_ident(), "the unit ran on the event loop while the lock was held"
+    assert ticks >= 10 and waited >= 0.3
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(rows)).scalar_one() == 1
+    engine.dispose()
+
+
+def test_other_loops_and_units_left_at_stop_go_through_the_thread(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    writer = Writer(engine)
+    home_ran: list[int] = []
+
+    async def home() -> None:
+        writer.start()
+        # Submitted, then the writer stops before the loop gets to run the batch: the thread runs it.
+        fut = writer.submit(_insert_and_name_thread(1))
+        writer.stop()
+        home_ran.append(await fut)
+
+    asyncio.run(home())
+    assert home_ran and home_ran[0] != threading.get_ident()
+
+    outside = Writer(engine)
+    outside.start()  # outside any event loop: no home loop, every batch on the thread
+    try:
+        other = asyncio.run(outside.run(_insert_and_name_thread(2)))
+    finally:
+        outside.stop()
+    assert other != threading.get_ident()
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(rows)).scalar_one() == 2
+    engine.dispose()
+
+
+def test_postgresql_batches_stay_on_the_thread(postgres_database: str) -> None:
+    engine = make_sync_engine(database_urls(postgres_database))
+    writer = Writer(engine)
+    assert not writer.inline
+
+    async def main() -> int:
+        writer.start()
+        try:
+            return int(await writer.run(lambda _batch: threading.get_ident()))
+        finally:
+            writer.stop()
+
+    assert asyncio.run(main()) != threading.get_ident()
+    engine.dispose()
