@@ -184,9 +184,9 @@ class Writer:
     parallel in exchange (SQLite on a file in the page cache, no fsync at commit in WAL mode: the C part is
     short), so running the batch on the event loop does the same work without the hand-offs (accept only:
     167.6 against 203.7 µs of CPU per send, docs/benchmarks.md). The batch waits for nothing there: it runs
-    only if the file's write lock is free at that moment; otherwise (another process or a CLI command is writing)
-    it goes to the writer thread, which waits for the lock as before. A process that also runs the workers
-    keeps its batches on the thread (:meth:`openbloo.runtime.Runtime.start`).
+    only if the file's write lock is free at that moment; otherwise (another process or a CLI command is
+    writing) it goes to the writer thread, which waits for the lock as before. A process that also runs the
+    workers keeps its batches on the thread (:meth:`openbloo.runtime.Runtime.start`).
     """
 
     def __init__(self, engine: Engine, *, name: str = "openbloo-writer", inline: bool | None = None) -> None:
