@@ -70,6 +70,7 @@ async def _drive(args: argparse.Namespace, url: str, state: Path) -> dict[str, A
         log_level="warning",
     )
     runtime = Runtime.create(settings)
+    runtime.run_workers = bool(args.workers)  # as serve [--no-workers]: where the writer's batches run follows it
     app = create_app(runtime)
     runtime.start()
     key = run_unit(runtime.engine, create_key("default", "inprocess")).api_key
