@@ -122,26 +122,17 @@ class SqliteWriteLock:
         return self._fd
 
     @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        with self._mutex:
-            fd = self._file()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-    @contextlib.contextmanager
-    def held_if_free(self) -> Iterator[bool]:
-        """Hold the lock if nobody (no thread of this process, no other process) has it now; yields whether
-        it is held. Never waits: for a caller that must not block (the event loop's writes)."""
-        if not self._mutex.acquire(blocking=False):
+    def held(self, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the lock while in the context; yields whether it is held. ``wait=False`` never waits: if a
+        thread of this process or another process has the lock now, it yields False (for a caller that must
+        not block: the event loop's writes)."""
+        if not self._mutex.acquire(blocking=wait):
             yield False
             return
         try:
             fd = self._file()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 yield False
                 return
@@ -217,21 +208,21 @@ class WalCheckpointer:
             conn.close()
 
 
+def write_lock(engine: Engine) -> contextlib.AbstractContextManager[bool]:
+    """What a write transaction on ``engine`` holds: the SQLite file's writer queue, or nothing elsewhere."""
+    lock = _write_lock_of(engine)
+    return lock.held() if lock is not None else contextlib.nullcontext(True)
+
+
 def write_lock_if_free(engine: Engine) -> contextlib.AbstractContextManager[bool]:
     """:func:`write_lock` taken only if it is free now; the context yields whether it was (always, off SQLite)."""
-    lock = _engine_locks.get(engine, _MISSING)
-    if lock is _MISSING:
-        lock = _engine_locks[engine] = _lock_for(engine)
-    return lock.held_if_free() if lock is not None else contextlib.nullcontext(True)
+    lock = _write_lock_of(engine)
+    return lock.held(wait=False) if lock is not None else contextlib.nullcontext(True)
 
 
-_MISSING: Any = object()
-
-
-def write_lock(engine: Engine) -> contextlib.AbstractContextManager[None]:
-    """What a write transaction on ``engine`` holds: the SQLite file's writer queue, or nothing elsewhere."""
+def _write_lock_of(engine: Engine) -> SqliteWriteLock | None:
     try:
-        lock = _engine_locks[engine]
+        return _engine_locks[engine]
     except KeyError:  # resolved once per engine: every batch asks
         lock = _engine_locks[engine] = _lock_for(engine)
-    return lock.held() if lock is not None else contextlib.nullcontext()
+        return lock
