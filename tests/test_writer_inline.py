@@ -7,9 +7,10 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, MetaData, Table, func, select
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, func, select
 
 from openbloo.config import database_urls
 from openbloo.db.batch import Batch
@@ -20,13 +21,13 @@ meta = MetaData()
 rows = Table("inline_test_rows", meta, Column("id", Integer, primary_key=True))
 
 
-def _engine(tmp_path: Path):  # type: ignore[no-untyped-def]
+def _engine(tmp_path: Path) -> Engine:
     engine = make_sync_engine(database_urls(f"sqlite:///{tmp_path / 'w.db'}"))
     meta.create_all(engine)
     return engine
 
 
-def _insert_and_name_thread(n: int):  # type: ignore[no-untyped-def]
+def _insert_and_name_thread(n: int) -> Callable[[Batch], int]:
     def unit(batch: Batch) -> int:
         batch.insert_later(rows, {"id": n})
         return threading.get_ident()

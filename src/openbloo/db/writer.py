@@ -41,7 +41,7 @@ MAX_BATCH = 512
 
 
 class HeldConnection:
-    """The one connection a writer thread keeps across its batches.
+    """The one connection a writer keeps across its batches (whichever thread runs them, one at a time).
 
     Checking a connection out of the pool and back in for every batch (the pool's reset is a ROLLBACK)
     cost as much as a tenth of the accepting process's CPU at a few hundred batches a second. The writer
@@ -282,17 +282,15 @@ class Writer:
                     break
                 items.append(nxt)
             self._run_batch(items)
-        self._held.close()  # in this thread: the connection was made (and, on SQLite, is used) here
+        with self._running:  # after the last batch, and never under an in-line one still finishing
+            self._held.close()
 
     def _run_batch(self, items: list[_Item[Any]], *, inline: bool = False) -> None:
         """Run one batch and answer its callers; ``inline``: on the home event loop, ``_running`` and the file's
         write lock already held."""
         try:
-            if inline:
-                outcomes = run_units(self._held, [it.unit for it in items], locked=True)
-            else:
-                with self._running:
-                    outcomes = run_units(self._held, [it.unit for it in items])
+            with contextlib.nullcontext() if inline else self._running:
+                outcomes = run_units(self._held, [it.unit for it in items], locked=inline)
         except Exception as exc:  # the database itself failed (connection lost, disk full ...)
             outcomes = [(False, exc)] * len(items)
         self.batches += 1
