@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                     if r.get("profile"):
                         results["profile"] = r.pop("profile")
                     runs.append(r)
+                    runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-single"))
                     runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-api"))
-                    runs.append(sc.openbloo_accept(ctx, "sqlite", "split-sqlite"))
                     if ctx.warm_chats_secs:
                         runs.append(sc.openbloo_accept(ctx, "sqlite", warm_chats=True))
                         runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-api", warm_chats=True))

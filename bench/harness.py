@@ -66,19 +66,35 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def tree(self) -> list[int]:
+        """This process and its live descendants (``serve`` runs its workers in a child process)."""
+        pids, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                with contextlib.suppress(OSError):
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+        return pids
+
     def cpu_seconds(self) -> float:
-        """user + system CPU time of the process (all its threads) so far."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        """user + system CPU time of the process and its live descendants (all their threads) so far."""
+        total = 0
+        for pid in self.tree():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / CLK_TCK
 
     def rss_kb(self) -> int:
-        try:
-            return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE_KB
-        except OSError:
-            return 0
+        """Resident memory of the process and its live descendants."""
+        total = 0
+        for pid in self.tree():
+            with contextlib.suppress(OSError):
+                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB
+        return total
 
     def kill9(self) -> None:
         if self.alive():
@@ -166,8 +182,9 @@ def run_wrk(
 class Deployment:
     """openbloo running for one scenario: one ``serve`` on SQLite, or N API processes + M workers on PostgreSQL.
 
-    ``layout`` is ``"serve"`` (one ``openbloo serve``: API + workers), ``"serve-api"`` (``serve
-    --no-workers``) or ``"split"`` (``api_processes`` × bench.api_process on one port + ``workers`` ×
+    ``layout`` is ``"serve"`` (one ``openbloo serve``: the API, and the workers in the process it starts),
+    ``"serve-single"`` (``serve --single-process``: API and workers in one process), ``"serve-api"``
+    (``serve --no-workers``) or ``"split"`` (``api_processes`` × bench.api_process on one port + ``workers`` ×
     ``openbloo worker``).
     """
 
@@ -238,10 +255,9 @@ class Deployment:
         if not self.api_key:
             self.provision()
         logs = self.workdir / "logs"
-        if self.layout in ("serve", "serve-api"):
+        if self.layout in ("serve", "serve-single", "serve-api"):
             cmd = [*self.openbloo(), "serve", "--port", str(self.port), "--database-url", self.database_url]
-            if self.layout == "serve-api":
-                cmd.append("--no-workers")
+            cmd += {"serve": [], "serve-single": ["--single-process"], "serve-api": ["--no-workers"]}[self.layout]
             self.procs = [Proc("serve", cmd, env=self.env, cwd=self.workdir, log_dir=logs)]
         elif self.layout == "split":
             self.procs = []

@@ -114,6 +114,13 @@ def cpu_run(dep: Deployment, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]
 # -- accept: closed-loop throughput ----------------------------------------------------------------------------
 
 
+LAYOUT_LABELS = {
+    "serve": "serve (API; workers in the process it starts)",
+    "serve-single": "serve --single-process (API + workers in one process)",
+    "serve-api": "serve --no-workers (accept only)",
+}
+
+
 def openbloo_accept(
     ctx: Ctx, store: str, layout: str | None = None, *, baseline: bool = False, warm_chats: bool = False
 ) -> dict[str, Any]:
@@ -128,9 +135,9 @@ def openbloo_accept(
     name = f"accept-{store}-{layout or 'default'}{'-baseline' if baseline else ''}{'-warmchats' if warm_chats else ''}"
     with deployment(ctx, store, name, **kw) as dep:
         dep.start()
-        label = {"serve": "serve (API + workers)", "serve-api": "serve --no-workers (accept only)"}.get(
-            dep.layout, f"{dep.api_processes} API + {dep.workers} worker processes"
-        )
+        label = LAYOUT_LABELS.get(dep.layout, f"{dep.api_processes} API + {dep.workers} worker processes")
+        if baseline and dep.layout == "serve":
+            label = LAYOUT_LABELS["serve-single"]  # the base tree's serve ran its workers in its own process
         log(f"accept: openbloo {store} {label}")
         url = dep.url
         known = None
@@ -153,7 +160,7 @@ def openbloo_accept(
             "SELECT (SELECT count(*) FROM messages WHERE text LIKE 'b%'), (SELECT count(*) FROM delivery_jobs),"
             " (SELECT count(*) FROM events WHERE type = 'message.queued')",
         )[0]
-        if ctx.profile and store == "sqlite" and dep.layout in ("serve", "serve-api") and not baseline:
+        if ctx.profile and store == "sqlite" and dep.layout in ("serve", "serve-single", "serve-api") and not baseline:
             res["profile"] = _profiled_run(ctx, dep, name, {})
         tree = " (baseline tree)" if baseline else ""
         steady = f", {known:,} chats known before the run" if known is not None else ""
@@ -195,6 +202,7 @@ def _start_profile(ctx: Ctx, dep: Deployment, name: str) -> tuple[subprocess.Pop
         "record",
         "-p",
         str(dep.procs[0].pid),
+        "--subprocesses",  # serve's worker process too
         "-d",
         str(secs),
         "-r",

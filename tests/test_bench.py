@@ -89,3 +89,30 @@ def test_the_in_process_drive_accepts_every_send() -> None:
     assert result["sends"] == 96
     assert result["statuses"] == {"202": 128}  # warm-up and measured sends, every one accepted
     assert result["accepted_per_s"] > 0 and result["cpu_us_per_send"] > 0
+
+
+def test_a_process_is_measured_with_the_processes_it_started(tmp_path: Path) -> None:
+    """``serve`` runs its workers in a child process: the harness counts its CPU and memory too."""
+    import os
+    import signal
+    import sys
+
+    from bench.harness import Proc
+
+    from tests.helpers import wait_for
+
+    child = "import time; time.sleep(60)"
+    parent = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)"
+    proc = Proc("parent", [sys.executable, "-c", parent], cwd=tmp_path, log_dir=tmp_path / "logs")
+    try:
+        pids: list[int] = wait_for(lambda: proc.tree() if len(proc.tree()) == 2 else [], what="the child process")
+        assert pids[0] == proc.pid
+        one = Proc.__new__(Proc)  # the same measures for the parent alone
+        one.pid = proc.pid
+        one.tree = lambda: [proc.pid]  # type: ignore[method-assign]
+        assert proc.rss_kb() > one.rss_kb() > 0
+        assert proc.cpu_seconds() >= one.cpu_seconds()
+    finally:
+        for pid in proc.tree()[1:]:
+            os.kill(pid, signal.SIGKILL)
+        proc.stop()

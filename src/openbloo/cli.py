@@ -89,8 +89,13 @@ def serve(
     port: int = typer.Option(8600, "--port", help="Port to listen on"),
     database_url: str | None = DbOption,
     no_workers: bool = typer.Option(False, "--no-workers", help="Serve the API only; run 'openbloo worker' beside it"),
+    single_process: bool = typer.Option(
+        False, "--single-process", help="Run the background workers in the API's process, not in one of their own"
+    ),
 ) -> None:
-    """Migrate, bootstrap an empty database, and serve the API (with the background workers)."""
+    """Migrate, bootstrap an empty database, and serve the API, with the background workers in a process of
+    their own that serve starts and stops (in its own process with --single-process, not at all with
+    --no-workers)."""
     import uvicorn
 
     # The quick start talks to local receivers; webhooks to private addresses are allowed (DECISIONS.md §14).
@@ -115,21 +120,35 @@ def serve(
     sys.stdout.flush()
 
     from openbloo.app import create_app
+    from openbloo.db.engine import sqlite_file
     from openbloo.http_lane import uvicorn_options
     from openbloo.runtime import Runtime
+    from openbloo.workers import WorkerProcess
 
     runtime = Runtime.create(settings)
-    runtime.run_workers = not no_workers
+    worker_process: WorkerProcess | None = None
+    # A worker process needs a database other processes can open: a file or a server, not SQLite in memory.
+    shared = runtime.urls.dialect == "postgresql" or sqlite_file(runtime.engine) is not None
+    if no_workers:
+        runtime.run_workers = False
+    elif shared and not single_process:
+        runtime.run_workers = False
+        worker_process = WorkerProcess(settings.database_url, host=host, port=port)
+        worker_process.start()
     application = create_app(runtime)
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_level=settings.log_level,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-        **uvicorn_options(),
-    )
+    try:
+        uvicorn.run(
+            application,
+            host=host,
+            port=port,
+            log_level=settings.log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+            **uvicorn_options(),
+        )
+    finally:
+        if worker_process is not None:
+            worker_process.stop()
 
 
 @app.command()
@@ -139,13 +158,16 @@ def worker(database_url: str | None = DbOption) -> None:
     import logging
 
     from openbloo.runtime import Runtime
-    from openbloo.workers import run_worker_process
+    from openbloo.workers import SERVE_PID_ENV, bind_to_parent, run_worker_process
 
+    serve_pid = int(os.environ[SERVE_PID_ENV]) if os.environ.get(SERVE_PID_ENV) else None
+    if serve_pid is not None:
+        bind_to_parent(serve_pid)
     settings = settings_for(database_url)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    typer.echo(f"openbloo worker on {_redact(settings.database_url)}")
+    typer.echo(f"openbloo worker on {_redact(settings.database_url)}" + (" (started by serve)" if serve_pid else ""))
     sys.stdout.flush()
-    asyncio.run(run_worker_process(Runtime.create(settings)))
+    asyncio.run(run_worker_process(Runtime.create(settings), serve_pid))
 
 
 # -- simulate ------------------------------------------------------------------------------------------------
