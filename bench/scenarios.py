@@ -98,6 +98,19 @@ def query(dep: Deployment, sql: str, params: tuple[Any, ...] = ()) -> list[tuple
         return [tuple(r) for r in conn.execute(sql).fetchall()]  # type: ignore[arg-type]
 
 
+def analyze(dep: Deployment) -> None:
+    """PostgreSQL: gather the planner's statistics after the warm-up, as autovacuum does on a server within
+    its first minute. A scratch database a few seconds old has none: the planner then takes every equality
+    for selective (0.5 %), reads ``organization_id = $1 AND key IN (...)`` through the organization alone and
+    hash-joins whole tables, and the same runs accepted about half as many sends (docs/benchmarks.md)."""
+    if not dep.database_url.startswith("postgresql"):
+        return
+    import psycopg
+
+    with psycopg.connect(dep.database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
 def cpu_run(dep: Deployment, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     per0 = {p.name: p.cpu_seconds() for p in dep.procs}
     c0, t0 = dep.cpu_seconds(), time.monotonic()
@@ -147,6 +160,7 @@ def openbloo_accept(
             known = query(dep, "SELECT count(*) FROM chats")[0][0]
         if ctx.warm:
             run_wrk(url, conns=ctx.conns, secs=ctx.warm, env=dep.wrk_env(PREFIX="w"))
+        analyze(dep)
         res = cpu_run(
             dep,
             lambda: run_wrk(
@@ -373,6 +387,7 @@ def _with_status_webhook(ctx: Ctx, store: str, name: str, rate: float | None) ->
             hook.raise_for_status()
             if ctx.warm:
                 run_wrk(dep.url, conns=ctx.conns, secs=ctx.warm, env=dep.wrk_env(PREFIX="w", **paced))
+            analyze(dep)
             wrk_out = ctx.out / f"{name}.wrk"
             window_us = [time.time_ns() // 1000]
             res = cpu_run(
