@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.stats import ratio
+from bench.stats import median, ratio
 
 
 def _f(v: Any, digits: int = 1) -> str:
@@ -85,7 +85,34 @@ def accept_section(rounds: list[list[dict[str, Any]]]) -> str:
             rows,
         )
         out.append((f"**{title}**\n\n" if title else "") + table)
+    if len(rounds) > 1:
+        out.append(f"**Median of the {len(rounds)} rounds** (each ratio taken within its round)\n\n" + _medians(rounds))
     return "\n\n".join(out)
+
+
+def _medians(rounds: list[list[dict[str, Any]]]) -> str:
+    """Per stack, the median over rounds of its rate, of its ratios to the same round's Kannel and naive floor,
+    and of its CPU per send: one noisy minute moves one round, not the figure."""
+    by_stack: dict[str, list[tuple[Any, Any, Any, Any]]] = {}
+    for runs in rounds:
+        peers = {r.get("peer"): r.get("accepted_per_s") for r in runs if r.get("peer") and not r.get("skipped")}
+        for r in runs:
+            if r.get("skipped"):
+                continue
+            acc = r.get("accepted_per_s")
+            by_stack.setdefault(r["stack"], []).append(
+                (
+                    acc,
+                    ratio(acc, peers.get("kannel")),
+                    ratio(acc, peers.get("floor-naive")),
+                    r.get("cpu_us_per_accepted"),
+                )
+            )
+    rows = []
+    for stack, values in by_stack.items():
+        cols = [median([v[i] for v in values if v[i] is not None]) for i in range(4)]
+        rows.append([stack, len(values), cols[0], _f(cols[1], 2), _f(cols[2], 2), cols[3]])
+    return _table(["stack", "rounds", "accepted/s", "× Kannel", "× naive floor", "server CPU µs / accepted"], rows)
 
 
 def e2e_section(runs: list[dict[str, Any]]) -> str:

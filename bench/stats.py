@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 
 
@@ -37,3 +38,8 @@ def ratio(a: float | None, b: float | None, digits: int = 2) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return round(a / b, digits)
+
+
+def median(values: Sequence[float]) -> float | None:
+    """The median (the mean of the middle two for an even count), or None for no values."""
+    return statistics.median(values) if values else None

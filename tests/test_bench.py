@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bench import scenarios as sc
@@ -116,3 +117,19 @@ def test_a_process_is_measured_with_the_processes_it_started(tmp_path: Path) -> 
         for pid in proc.tree()[1:]:
             os.kill(pid, signal.SIGKILL)
         proc.stop()
+
+
+def test_rounds_get_a_median_table_with_ratios_taken_within_each_round() -> None:
+    def round_of(kannel: float, naive: float, ours: float) -> list[dict[str, Any]]:
+        return [
+            {"stack": "Kannel", "peer": "kannel", "accepted_per_s": kannel},
+            {"stack": "naive", "peer": "floor-naive", "accepted_per_s": naive},
+            {"stack": "openbloo", "accepted_per_s": ours, "cpu_us_per_accepted": ours / 10},
+        ]
+
+    # The machine slows down in round 2: the ratios stay, the rates move.
+    table = accept_section([round_of(1e4, 4e3, 4400.0), round_of(5e3, 2e3, 1800.0), round_of(1e4, 4e3, 4800.0)])
+    medians = table.split("**Median of the 3 rounds**", 1)[1]
+    row = next(line for line in medians.splitlines() if line.startswith("| openbloo"))
+    assert row == "| openbloo | 3 | 4,400.0 | 0.44 | 1.10 | 440.0 |"
+    assert "**Median" not in accept_section([round_of(1e4, 4e3, 4400.0)])
