@@ -139,15 +139,9 @@ class WorkerProcess:
             "OPENBLOO_PORT": str(port),
         }
         self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int | None:
-        proc = self.process
-        return proc.pid if proc is not None and proc.poll() is None else None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._watch, name="openbloo-worker-process", daemon=True)
@@ -160,7 +154,6 @@ class WorkerProcess:
                 if self._stopping.is_set():
                     return
                 self.process = subprocess.Popen(self.command, env=self.env)
-                self.starts += 1
             began = time.monotonic()
             code = self.process.wait()
             if self._stopping.is_set():
