@@ -39,15 +39,16 @@ def machine_section(machine: dict[str, Any]) -> str:
     return _table(["", ""], rows)
 
 
+def _peer_rates(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The accepted sends/s of each peer that ran in one round (Kannel, the floors), by peer name."""
+    return {r["peer"]: r.get("accepted_per_s") for r in runs if r.get("peer") and not r.get("skipped")}
+
+
 def accept_section(rounds: list[list[dict[str, Any]]]) -> str:
     out = []
     for i, runs in enumerate(rounds, 1):
-        kannel = next(
-            (r.get("accepted_per_s") for r in runs if r.get("peer") == "kannel" and not r.get("skipped")), None
-        )
-        naive = next(
-            (r.get("accepted_per_s") for r in runs if r.get("peer") == "floor-naive" and not r.get("skipped")), None
-        )
+        peers = _peer_rates(runs)
+        kannel, naive = peers.get("kannel"), peers.get("floor-naive")
         rows = []
         for r in runs:
             if r.get("skipped"):
@@ -95,7 +96,7 @@ def _medians(rounds: list[list[dict[str, Any]]]) -> str:
     and of its CPU per send: one noisy minute moves one round, not the figure."""
     by_stack: dict[str, list[tuple[Any, Any, Any, Any]]] = {}
     for runs in rounds:
-        peers = {r.get("peer"): r.get("accepted_per_s") for r in runs if r.get("peer") and not r.get("skipped")}
+        peers = _peer_rates(runs)
         for r in runs:
             if r.get("skipped"):
                 continue
