@@ -139,9 +139,7 @@ def openbloo_accept(
 ) -> dict[str, Any]:
     """wrk, ``ctx.conns`` connections, ``ctx.secs`` seconds, the realistic mix, against a fresh database."""
     kw: dict[str, Any] = {}
-    if layout == "split-sqlite":  # the API in one process, the workers in another, one SQLite file
-        kw.update(layout="split", api_processes=1, workers=1)
-    elif layout:
+    if layout:
         kw["layout"] = layout
     if baseline:
         kw["src"] = ctx.baseline_src
