@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 
 from openbloo.db import models as m
 from openbloo.db.batch import Batch, UnitWithLookups
@@ -104,13 +104,60 @@ _DUE = (
     .order_by(_j.c.next_attempt_at, _j.c.seq)
     .limit(bindparam("b_limit"))
 )
-# Other workers may be claiming the same conversations right now: take only those nobody holds.
-_LOCK_FREE = InList(lambda ids: select(_c.c.id).where(_c.c.id.in_(ids), _FREE).with_for_update(skip_locked=True))
 _LEASE = InList(
     lambda ids: (
         update(_c).where(_c.c.id.in_(ids)).values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
     )
 )
+
+
+def _lease_due_conversations() -> Any:
+    """PostgreSQL: find, lock and lease the conversations of the oldest due jobs in one statement.
+
+    Other workers may be claiming the same conversations right now: ``FOR UPDATE SKIP LOCKED`` takes only
+    those nobody holds, and the free test runs again on the locked rows. One statement instead of three
+    (find, lock, lease): every statement is a round trip, and the claim is the step between a message's
+    acceptance and its hand-off to the device.
+    """
+    held = _c.alias("held")
+    due_jobs = (
+        select(_j.c.conversation_id, _j.c.next_attempt_at, _j.c.seq)
+        .join(held, held.c.id == _j.c.conversation_id)
+        .where(
+            _j.c.state == "pending",
+            _j.c.next_attempt_at <= bindparam("b_now"),
+            or_(held.c.lease_until.is_(None), held.c.lease_until < bindparam("b_now")),
+        )
+        .order_by(_j.c.next_attempt_at, _j.c.seq)
+        .limit(bindparam("b_scan"))
+        .subquery("due_jobs")
+    )
+    due = (
+        select(
+            due_jobs.c.conversation_id,
+            func.min(due_jobs.c.next_attempt_at).label("due_at"),
+            func.min(due_jobs.c.seq).label("first_seq"),
+        )
+        .group_by(due_jobs.c.conversation_id)
+        .subquery("due")
+    )
+    lockable = (
+        select(_c.c.id)
+        .join(due, due.c.conversation_id == _c.c.id)
+        .where(_FREE)
+        .order_by(due.c.due_at, due.c.first_seq)
+        .limit(bindparam("b_limit"))
+        .with_for_update(of=_c, skip_locked=True)
+    )
+    return (
+        update(_c)
+        .where(_c.c.id.in_(lockable.scalar_subquery()))
+        .values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
+        .returning(_c.c.id)
+    )
+
+
+_LEASE_DUE = _lease_due_conversations()
 _PENDING_JOBS = InList(
     lambda ids: (
         select(
@@ -163,15 +210,17 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
     limit = max(1, min(limit, MAX_IN))
 
     def unit(batch: Batch) -> list[ClaimedConversation]:
-        due = batch.all(_DUE, {"b_now": now, "b_limit": limit * 4})
-        conv_ids = list(dict.fromkeys(r[0] for r in due))[:limit]
-        if not conv_ids:
-            return []
         if batch.is_postgres:
-            conv_ids = [r[0] for r in batch.all(*_LOCK_FREE(conv_ids, {"b_now": now}))]
+            lease = {"b_now": now, "b_scan": limit * 4, "b_limit": limit, "b_worker": worker, "b_until": now + lease_ms}
+            conv_ids = [r[0] for r in batch.all(_LEASE_DUE, lease)]
             if not conv_ids:
                 return []
-        batch.execute(*_LEASE(conv_ids, {"b_worker": worker, "b_until": now + lease_ms}))
+        else:  # one process owns a SQLite file's queue, and its statements are calls, not round trips
+            due = batch.all(_DUE, {"b_now": now, "b_limit": limit * 4})
+            conv_ids = list(dict.fromkeys(r[0] for r in due))[:limit]
+            if not conv_ids:
+                return []
+            batch.execute(*_LEASE(conv_ids, {"b_worker": worker, "b_until": now + lease_ms}))
         rows = batch.all(*_PENDING_JOBS(conv_ids))
         parents = _reply_guids(batch, [r[_REPLY_TO] for r in rows])
         grouped: dict[str, list[Job]] = {cid: [] for cid in conv_ids}
