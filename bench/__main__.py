@@ -200,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
                 # The same targets at half the rate the pipeline sustains with the webhook subscriber.
                 calibration = sc.sustainable_rate(ctx, store)
                 results.setdefault("e2e_sustainable", []).append(calibration)
-                results["e2e"].append(
-                    sc.e2e(ctx, store, calibration["sustainable_per_s"], 0.5, basis="sustained with the webhook")
-                )
+                if calibration["sustainable_per_s"] is not None:
+                    results["e2e"].append(
+                        sc.e2e(ctx, store, calibration["sustainable_per_s"], 0.5, basis="sustained with the webhook")
+                    )
                 _save(out, results)
         if "kill9" in chosen:
             secs = args.kill_secs or (12.0 if quick else 30.0)

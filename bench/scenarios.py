@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from bench import sustain
 from bench.harness import Deployment, PgDatabase, Proc, free_port, log, pg_available, run_wrk
 from bench.probe import run_probe
 from bench.stats import summarize
@@ -340,11 +341,21 @@ def e2e(ctx: Ctx, store: str, max_rate: float, fraction: float = 0.5, basis: str
 
 
 def sustainable_rate(ctx: Ctx, store: str) -> dict[str, Any]:
-    """The closed-loop rate the whole pipeline keeps up with when a ``status`` webhook takes every event:
-    the lower of accepted sends/s and ``message.delivered`` webhooks received/s over the same window."""
-    res = _with_status_webhook(ctx, store, f"e2e-{store}-sustainable", None)
+    """The maximum sustainable rate with a ``status`` webhook taking every event (:mod:`bench.sustain`).
+
+    First a closed-loop run: the lower of accepted sends/s and ``message.delivered`` webhooks received/s
+    over the same window is the upper bound. Then fixed-rate runs from that bound down, until one keeps up.
+    """
+    res = _with_status_webhook(ctx, store, f"e2e-{store}-closedloop", None)
     res["store"] = store
-    res["sustainable_per_s"] = round(min(res["accepted_per_s"], res["delivered_webhooks_per_s"]), 1)
+    res["closed_loop_per_s"] = round(min(res["accepted_per_s"], res["delivered_webhooks_per_s"]), 1)
+    probes = iter(range(1, 100))
+
+    def probe(rate: float) -> dict[str, Any]:
+        return _with_status_webhook(ctx, store, f"e2e-{store}-probe{next(probes)}", rate)
+
+    rate, res["probes"] = sustain.search(probe, res["closed_loop_per_s"])
+    res["sustainable_per_s"] = round(rate, 1) if rate is not None else None
     return res
 
 

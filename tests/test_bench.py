@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench import report, sustain
 from bench import scenarios as sc
 from bench.report import accept_section, render
 from bench.stats import percentile, ratio, summarize
@@ -133,3 +134,78 @@ def test_rounds_get_a_median_table_with_ratios_taken_within_each_round() -> None
     row = next(line for line in medians.splitlines() if line.startswith("| openbloo"))
     assert row == "| openbloo | 3 | 4,400.0 | 0.44 | 1.10 | 440.0 |"
     assert "**Median" not in accept_section([round_of(1e4, 4e3, 4400.0)])
+
+
+def _fixed_rate_run(rate: float, capacity: float) -> dict[str, Any]:
+    """What a fixed-rate run reports against a pipeline that keeps up with ``capacity`` sends/s."""
+    behind = rate > capacity
+    return {
+        "accepted_per_s": rate,
+        "drain_s": round(0.5 + (rate - capacity) / capacity * 60, 1) if behind else 0.5,
+        "messages_without_delivered_webhook": 0,
+        "accept_to_webhook_ms": {"p99": 900.0 if behind else 40.0},
+    }
+
+
+def test_the_sustainable_rate_is_the_highest_fixed_rate_that_keeps_up() -> None:
+    offered: list[float] = []
+
+    def probe(rate: float) -> dict[str, Any]:
+        offered.append(rate)
+        return _fixed_rate_run(rate, capacity=650.0)
+
+    rate, probes = sustain.search(probe, 843.0)
+    # 843 and 716.6 fall behind, 609.1 keeps up; the middle of that last step (662.8) falls behind again
+    assert offered[:3] == [843.0, pytest.approx(716.55), pytest.approx(609.07, rel=1e-3)]
+    assert [p["kept_up"] for p in probes] == [False, False, True, False]
+    assert rate == pytest.approx(609.07, rel=1e-3)
+    assert probes[0]["drain_s"] > 1.0 and probes[2]["drain_s"] == 0.5
+
+
+def test_a_bound_that_keeps_up_is_the_sustainable_rate_and_none_is_reported_when_nothing_keeps_up() -> None:
+    assert sustain.search(lambda r: _fixed_rate_run(r, 1000.0), 800.0) == (
+        800.0,
+        [
+            pytest.approx(
+                {
+                    "offered_per_s": 800.0,
+                    "kept_up": True,
+                    "accepted_per_s": 800.0,
+                    "drain_s": 0.5,
+                    "webhook_p99_ms": 40.0,
+                    "messages_without_delivered_webhook": 0,
+                }
+            )
+        ],
+    )
+    rate, probes = sustain.search(lambda r: _fixed_rate_run(r, 1.0), 100.0)
+    assert rate is None and len(probes) == sustain.MAX_PROBES and not any(p["kept_up"] for p in probes)
+
+
+def test_a_run_that_lost_a_webhook_or_an_answer_did_not_keep_up() -> None:
+    good = _fixed_rate_run(300.0, 650.0)
+    assert sustain.keeps_up(good, 300.0)
+    assert not sustain.keeps_up({**good, "messages_without_delivered_webhook": 1}, 300.0)
+    assert not sustain.keeps_up({**good, "accepted_per_s": 290.0}, 300.0)
+    assert not sustain.keeps_up({**good, "drain_s": None}, 300.0)
+    assert not sustain.keeps_up({**good, "non2xx": 3}, 300.0)
+
+
+def test_the_sustainable_table_lists_every_fixed_rate_offered() -> None:
+    text = report.sustainable_section(
+        [
+            {
+                "store": "pg",
+                "accepted_per_s": 1116.7,
+                "delivered_webhooks_per_s": 843.0,
+                "closed_loop_per_s": 843.0,
+                "probes": [
+                    {"offered_per_s": 843.0, "kept_up": False, "drain_s": 13.0},
+                    {"offered_per_s": 716.6, "kept_up": True, "drain_s": 0.5},
+                ],
+                "sustainable_per_s": 716.6,
+            }
+        ]
+    )
+    assert "843.0: 13 (fell behind); 716.6: 0.5 (kept up)" in text
+    assert text.rstrip().endswith("| 716.6 |")
