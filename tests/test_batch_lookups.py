@@ -88,3 +88,35 @@ def test_a_batch_of_sends_looks_rows_up_per_table_not_per_send(traced_engine: tu
         assert conn.execute(select(func.count()).select_from(m.conversations)).scalar_one() == 20
         assert conn.execute(select(func.count()).select_from(m.idempotency_keys)).scalar_one() == 20
         assert conn.execute(select(func.count()).select_from(m.messages)).scalar_one() == 31
+
+
+def test_a_send_racing_another_process_to_a_new_recipient_is_run_again_not_failed(postgres_database: str) -> None:
+    """Two API processes send to the same new recipient at once: the one that commits second finds the contact,
+    chat and conversation the other created when its flush hits their unique keys. Its batch, even of a
+    single send, runs once more and answers 202 (it answered 500 before)."""
+    urls = database_urls(postgres_database)
+    upgrade(urls)
+    engine, other = make_sync_engine(urls), make_sync_engine(urls)
+    try:
+        ctx = _context(engine)
+        to = "+15550307777"
+        runs: list[int] = []
+        send = _send(ctx, to, "mine", "race-mine")
+
+        def racing(batch: Any) -> Any:
+            runs.append(1)
+            result = send(batch)  # looked up: no contact, chat or conversation yet; the inserts wait for the flush
+            if len(runs) == 1:  # meanwhile the other process commits its send to the same recipient
+                assert run_unit(other, _send(ctx, to, "theirs", "race-theirs")).status == 202
+            return result
+
+        [(ok, outcome)] = run_units(engine, [racing])
+        assert ok, outcome
+        assert outcome.status == 202 and len(runs) == 2
+        with engine.connect() as conn:
+            chats = conn.execute(select(m.chats.c.chat_key, m.chats.c.message_count)).all()
+            assert [tuple(c) for c in chats if c[0] == to] == [(to, 2)]
+            assert conn.execute(select(func.count()).select_from(m.contacts)).scalar_one() == 1
+    finally:
+        engine.dispose()
+        other.dispose()

@@ -87,9 +87,10 @@ def run_units(
     """Run units in one transaction; on a batch-level failure, re-run each alone. Returns (ok, value) pairs.
 
     ``source`` is an engine (a connection from its pool per transaction) or the writer's held connection.
-    A batch that fails at flush or commit is first run once more as a whole (``again``): the usual cause is
-    a row another process committed meanwhile (the same new chat, contact or conversation, sent to from
-    two API processes), which the units find when they run again. Only if that fails too is each unit run
+    A batch that fails at flush or commit, even a batch of one unit, is first run once more as a whole
+    (``again``): the usual cause is a row another process committed meanwhile (the same new chat, contact
+    or conversation, sent to from two API processes), which the units find when they run again, or a
+    connection the server dropped (the run again takes a new one). Only if that fails too is each unit run
     alone, one transaction each, so that one bad unit cannot fail its neighbours.
 
     ``locked``: the caller already holds the file's write lock (:func:`~openbloo.db.engine.write_lock_if_free`).
@@ -108,12 +109,12 @@ def run_units(
             return [(False, failed.error)]
         return _one_by_one(source, units, locked)
     except Exception:
+        if again:  # a batch of one unit too: two API processes sending to the same new recipient at once
+            log.info("batch of %d failed at flush/commit; running it once more", len(units))
+            return run_units(source, units, again=False, locked=locked)
         if len(units) == 1:
             log.exception("unit of work failed at flush/commit")
             raise
-        if again:
-            log.info("batch of %d failed at flush/commit; running it once more", len(units))
-            return run_units(source, units, again=False, locked=locked)
         log.warning("batch of %d failed at flush/commit; re-running its units one by one", len(units))
         return _one_by_one(source, units, locked)
     if signals:
