@@ -3,7 +3,8 @@
 One asyncio task claims batches of conversations (:func:`openbloo.delivery.jobs.claim`) and runs one task
 per conversation, up to ``dispatcher_concurrency`` at a time. Within a conversation, jobs go strictly one
 after another in acceptance order. Every database step is a unit of work on the writer, so the steps of
-many conversations share commits. The dispatcher is the only caller of ``Transport.send``.
+many conversations share commits (on PostgreSQL the claims go through a writer of their own). The
+dispatcher is the only caller of ``Transport.send``.
 """
 
 from __future__ import annotations
