@@ -96,14 +96,24 @@ def _recipients(chat_type: str, chat_key: str, participants_key: str | None) -> 
 
 # The claim's statements, built once: the dispatcher claims many times per second under load, and statements
 # built per call (per-call literals, expanding IN lists) cost SQLAlchemy's whole compile path each time.
-_FREE = or_(_c.c.lease_until.is_(None), _c.c.lease_until < bindparam("b_now"))
-_DUE = (
-    select(_j.c.conversation_id)
-    .join(_c, _c.c.id == _j.c.conversation_id)
-    .where(_j.c.state == "pending", _j.c.next_attempt_at <= bindparam("b_now"), _FREE)
-    .order_by(_j.c.next_attempt_at, _j.c.seq)
-    .limit(bindparam("b_limit"))
-)
+def _free(conv: Any) -> Any:
+    """The conversation (``conv``: the table or an alias of it) is held by no worker, or its lease ran out."""
+    return or_(conv.c.lease_until.is_(None), conv.c.lease_until < bindparam("b_now"))
+
+
+def _due_jobs(conv: Any) -> Any:
+    """The oldest due jobs of conversations nobody holds (``b_scan`` of them): conversation, due time, seq."""
+    return (
+        select(_j.c.conversation_id, _j.c.next_attempt_at, _j.c.seq)
+        .join(conv, conv.c.id == _j.c.conversation_id)
+        .where(_j.c.state == "pending", _j.c.next_attempt_at <= bindparam("b_now"), _free(conv))
+        .order_by(_j.c.next_attempt_at, _j.c.seq)
+        .limit(bindparam("b_scan"))
+    )
+
+
+_FREE = _free(_c)
+_DUE = _due_jobs(_c)
 _LEASE = InList(
     lambda ids: (
         update(_c).where(_c.c.id.in_(ids)).values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
@@ -119,19 +129,7 @@ def _lease_due_conversations() -> Any:
     (find, lock, lease): every statement is a round trip, and the claim is the step between a message's
     acceptance and its hand-off to the device.
     """
-    held = _c.alias("held")
-    due_jobs = (
-        select(_j.c.conversation_id, _j.c.next_attempt_at, _j.c.seq)
-        .join(held, held.c.id == _j.c.conversation_id)
-        .where(
-            _j.c.state == "pending",
-            _j.c.next_attempt_at <= bindparam("b_now"),
-            or_(held.c.lease_until.is_(None), held.c.lease_until < bindparam("b_now")),
-        )
-        .order_by(_j.c.next_attempt_at, _j.c.seq)
-        .limit(bindparam("b_scan"))
-        .subquery("due_jobs")
-    )
+    due_jobs = _due_jobs(_c.alias("held")).subquery("due_jobs")
     due = (
         select(
             due_jobs.c.conversation_id,
@@ -210,17 +208,15 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
     limit = max(1, min(limit, MAX_IN))
 
     def unit(batch: Batch) -> list[ClaimedConversation]:
+        lease = {"b_now": now, "b_scan": limit * 4, "b_limit": limit, "b_worker": worker, "b_until": now + lease_ms}
         if batch.is_postgres:
-            lease = {"b_now": now, "b_scan": limit * 4, "b_limit": limit, "b_worker": worker, "b_until": now + lease_ms}
             conv_ids = [r[0] for r in batch.all(_LEASE_DUE, lease)]
-            if not conv_ids:
-                return []
         else:  # one process owns a SQLite file's queue, and its statements are calls, not round trips
-            due = batch.all(_DUE, {"b_now": now, "b_limit": limit * 4})
-            conv_ids = list(dict.fromkeys(r[0] for r in due))[:limit]
-            if not conv_ids:
-                return []
-            batch.execute(*_LEASE(conv_ids, {"b_worker": worker, "b_until": now + lease_ms}))
+            conv_ids = list(dict.fromkeys(r[0] for r in batch.all(_DUE, lease)))[:limit]
+            if conv_ids:
+                batch.execute(*_LEASE(conv_ids, lease))
+        if not conv_ids:
+            return []
         rows = batch.all(*_PENDING_JOBS(conv_ids))
         parents = _reply_guids(batch, [r[_REPLY_TO] for r in rows])
         grouped: dict[str, list[Job]] = {cid: [] for cid in conv_ids}
