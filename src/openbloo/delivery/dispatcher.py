@@ -1,6 +1,6 @@
 """The dispatcher: claims conversations with due jobs and sends their messages in order.
 
-One asyncio task claims batches of conversations (:func:`openbloo.delivery.jobs.claim`) and runs one task
+One asyncio task claims batches of conversations (:func:`openbloo.delivery.claims.claim`) and runs one task
 per conversation, up to ``dispatcher_concurrency`` at a time. Within a conversation, jobs go strictly one
 after another in acceptance order. Every database step is a unit of work on the writer, so the steps of
 many conversations share commits (on PostgreSQL the claims go through a writer of their own). The
@@ -20,6 +20,7 @@ from typing import Any
 from openbloo.db.batch import Batch
 from openbloo.db.writer import Writer
 from openbloo.delivery import jobs
+from openbloo.delivery.claims import ClaimedConversation, claim
 from openbloo.delivery.state import apply_update, load_state, load_states
 from openbloo.devices.health import HealthRecorder
 from openbloo.devices.optouts import OPTED_OUT_ERRORS, record_opt_out
@@ -173,7 +174,7 @@ class Dispatcher:
                     await self._slot_free.wait()
                     continue
                 self._wake.clear()
-                claimed = await self.claims.run(jobs.claim(self.worker_id, now_ms(), self.lease_ms, min(free, 256)))
+                claimed = await self.claims.run(claim(self.worker_id, now_ms(), self.lease_ms, min(free, 256)))
                 for conv in claimed:
                     self._active += 1
                     task = asyncio.create_task(self._process(conv))
@@ -194,7 +195,7 @@ class Dispatcher:
         self._slot_free.set()
         self._wake.set()  # a released conversation may have more jobs
 
-    async def _process(self, conv: jobs.ClaimedConversation) -> None:
+    async def _process(self, conv: ClaimedConversation) -> None:
         writer = self.runtime.writer
         held = released = False
         started = conv.head_started  # the next job's attempt is already marked (by the claim or the last outcome)
