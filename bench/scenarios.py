@@ -5,6 +5,7 @@ plain data (dicts) for the report. See bench/README.md for what each one means.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -349,10 +350,10 @@ def sustainable_rate(ctx: Ctx, store: str) -> dict[str, Any]:
     res = _with_status_webhook(ctx, store, f"e2e-{store}-closedloop", None)
     res["store"] = store
     res["closed_loop_per_s"] = round(min(res["accepted_per_s"], res["delivered_webhooks_per_s"]), 1)
-    probes = iter(range(1, 100))
+    numbers = itertools.count(1)
 
     def probe(rate: float) -> dict[str, Any]:
-        return _with_status_webhook(ctx, store, f"e2e-{store}-probe{next(probes)}", rate)
+        return _with_status_webhook(ctx, store, f"e2e-{store}-probe{next(numbers)}", rate)
 
     rate, res["probes"] = sustain.search(probe, res["closed_loop_per_s"])
     res["sustainable_per_s"] = round(rate, 1) if rate is not None else None
