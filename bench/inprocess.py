@@ -1,4 +1,4 @@
-"""``python -m bench.inprocess [--workers] [--sends N]``: the send route driven in-process, without HTTP or wrk.
+"""``python -m bench.inprocess [--workers] [--sends N | --memory-secs S]``: the send route driven in-process.
 
 The ASGI app is called directly by 32 concurrent tasks with the same mix as ``send.lua`` (90 % single texts to
 10,000 chats, 5 % three-bubble arrays, 5 % three-recipient sends, an ``Idempotency-Key`` each), on a fresh
@@ -9,6 +9,11 @@ and the webhook sender in the process, as ``openbloo serve`` does.
 Without the network and the load generator on the same two cores, successive runs differ by a few per
 cent, not by tens: the tool for before/after comparisons of one change. Run another source tree with
 ``PYTHONPATH=TREE/src``, alternating the two a few times, and compare medians.
+
+``--memory-secs S`` drives the mix for S seconds instead and prints, every ``--sample-secs``, where the process's
+memory is (:mod:`bench.memory`): resident set, the allocator's bytes in use and free, Python's live blocks and
+objects, and how full each bounded cache of the send path is. It tells caches filling from memory kept per
+message and from the allocator's fragmentation, which a resident-set curve alone cannot.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -122,6 +128,9 @@ async def _drive(args: argparse.Namespace, url: str, state: Path) -> dict[str, A
         for _ in range(n):
             await one()
 
+    if args.memory_secs:
+        return await _memory_run(args, runtime, one)
+
     workers = None
     if args.workers:
         from openbloo.workers import Workers
@@ -151,6 +160,55 @@ async def _drive(args: argparse.Namespace, url: str, state: Path) -> dict[str, A
     }
 
 
+async def _memory_run(args: argparse.Namespace, runtime: Any, one: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+    """Send for ``args.memory_secs`` seconds as fast as the mix goes, reading the process's memory as it runs."""
+    from bench import memory
+
+    workers = None
+    if args.workers:
+        from openbloo.workers import Workers
+
+        workers = Workers(runtime)
+        await workers.start()
+    sends = 0
+    t0 = time.monotonic()
+    deadline = t0 + args.memory_secs
+
+    async def client() -> None:
+        nonlocal sends
+        while time.monotonic() < deadline:
+            await one()
+            sends += 1
+
+    samples: list[dict[str, Any]] = []
+
+    async def sampler() -> None:
+        while True:
+            facts = memory.sample()
+            facts.update(t=round(time.monotonic() - t0, 1), sends=sends)
+            samples.append(facts)
+            print(json.dumps({"sample": facts}), file=sys.stderr, flush=True)
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(min(args.sample_secs, max(0.0, deadline - time.monotonic())))
+
+    try:
+        await asyncio.gather(sampler(), *(client() for _ in range(CONCURRENCY)))
+    finally:
+        if workers is not None:
+            await workers.stop()
+        await runtime.close()
+    return {
+        "workers": bool(args.workers),
+        "secs": args.memory_secs,
+        "sends": sends,
+        "accepted_per_s": round(sends / (time.monotonic() - t0), 1),
+        "cache_limits": memory.cache_limits(),
+        "windows": memory.summarize(samples, args.window_secs),
+        "samples": samples,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", action="store_true", help="run the dispatcher and webhook sender too (as serve)")
@@ -158,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1600, help="sends before the measured ones")
     ap.add_argument("--database-url", help="default: a fresh SQLite file in a temporary directory")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--memory-secs", type=float, default=0, help="a memory run of this many seconds (see above)")
+    ap.add_argument("--sample-secs", type=float, default=10, help="memory run: seconds between samples")
+    ap.add_argument("--window-secs", type=float, default=60, help="memory run: seconds a window of the summary")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="openbloo-inprocess-") as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'openbloo.db'}"

@@ -93,6 +93,50 @@ def test_the_in_process_drive_accepts_every_send() -> None:
     assert result["accepted_per_s"] > 0 and result["cpu_us_per_send"] > 0
 
 
+def test_a_memory_run_samples_where_the_memory_is_and_how_full_the_caches_are() -> None:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--memory-secs", "3", "--sample-secs", "1", "--window-secs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["sends"] > 0
+    first, last = result["samples"][0], result["samples"][-1]
+    assert last["t"] >= 3 and last["sends"] == result["sends"]
+    for key in ("rss_mb", "rss_anon_mb", "py_blocks", "gc_objects", "pymalloc_used_mb", "malloc_used_mb"):
+        assert last[key] > 0, key
+    # The send path's chat-id caches fill as new chats are sent to, never past their bound.
+    assert last["caches"]["chat_id_parsed"] > first["caches"]["chat_id_parsed"]
+    for name, size in last["caches"].items():
+        assert size <= result["cache_limits"][name]
+    assert [w["from_s"] for w in result["windows"]] == [0, 2]
+    assert "rss_mb_change" in result["windows"][1]
+
+
+def test_memory_windows_are_means_with_the_change_from_the_window_before() -> None:
+    from bench.memory import summarize
+
+    samples = [
+        {"t": t, "sends": 10 * t, "rss_mb": rss, "py_blocks": blocks, "caches": {"c": t}}
+        for t, rss, blocks in [(0, 100.0, 10), (5, 102.0, 12), (10, 110.0, 20), (15, 112.0, 20)]
+    ]
+    rows = summarize(samples, 10)
+    assert [(r["from_s"], r["samples"], r["sends"], r["rss_mb"], r["py_blocks"]) for r in rows] == [
+        (0, 2, 50, 101.0, 11.0),
+        (10, 2, 150, 111.0, 20.0),
+    ]
+    assert rows[1]["rss_mb_change"] == 10.0 and rows[1]["py_blocks_change"] == 9.0
+    assert "rss_mb_change" not in rows[0] and rows[1]["caches"] == {"c": 15}
+
+
 def test_a_process_is_measured_with_the_processes_it_started(tmp_path: Path) -> None:
     """``serve`` runs its workers in a child process: the harness counts its CPU and memory too."""
     import os
