@@ -21,7 +21,7 @@ from bench import scenarios as sc
 from bench.harness import BENCH_DIR, Proc, log
 from bench.report import render
 
-ALL = ("peers", "accept", "pg", "e2e", "kill9", "scale", "rss")
+ALL = ("peers", "accept", "pg", "e2e", "kill9", "scale", "rss", "memory")
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--rounds", type=int, default=1, help="repeat the peers + accept block (default 1)")
     run.add_argument("--sizes", help="scale sizes, comma-separated (default 1000,100000,1000000; quick 1000,100000)")
     run.add_argument("--rss-secs", type=float, help="length of the memory run (default 600, quick 40)")
+    run.add_argument(
+        "--memory-secs", type=float, help="length of the in-process memory run, 'memory' (default 600, quick 20)"
+    )
     run.add_argument("--kill-secs", type=float, help="length of each kill -9 run (default 30, quick 12)")
     run.add_argument("--profile", action="store_true", help="py-spy the SQLite accept and e2e runs")
     run.add_argument(
@@ -219,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             if "sqlite" not in max_rate:
                 max_rate["sqlite"] = sc.openbloo_accept(ctx, "sqlite")["accepted_per_s"]
             results["rss"] = sc.rss(ctx, max_rate["sqlite"] / 2, ctx.rss_secs)
+            _save(out, results)
+        if "memory" in chosen:
+            results["memory"] = sc.memory(ctx, args.memory_secs or (20.0 if quick else 600.0))
     finally:
         Proc.stop_all()
         results["machine"]["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -142,9 +142,31 @@ def summarize(samples: list[dict[str, Any]], window_s: float) -> list[dict[str, 
         for key in keys:
             values = [s[key] for s in group if s.get(key) is not None]
             if values:
-                row[key] = round(sum(values) / len(values), 2)
+                mean = sum(values) / len(values)
+                row[key] = round(mean) if key in ("py_blocks", "gc_objects") else round(mean, 2)
                 if rows and key in rows[-1]:
                     row[f"{key}_change"] = round(row[key] - rows[-1][key], 2)
         row["caches"] = group[-1]["caches"]
         rows.append(row)
     return rows
+
+
+def after_caches_full(windows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What grew from the first window in which no cache grew any more to the last window.
+
+    The caches are bounded and fill as new chats are sent to; once they stop filling, memory that still grows
+    is something else (kept per message, or the allocator's fragmentation): the figure the memory run is for.
+    None if the caches were still filling at the end, or the run had fewer than three windows.
+    """
+    if len(windows) < 3:
+        return None
+    final = windows[-1]["caches"]
+    start = next(i for i, w in enumerate(windows) if w["caches"] == final)
+    if start >= len(windows) - 1:
+        return None
+    first, last = windows[start], windows[-1]
+    grown: dict[str, Any] = {"from_s": first["from_s"], "to_s": last["from_s"], "sends": last["sends"] - first["sends"]}
+    for key in ("rss_mb", "malloc_used_mb", "pymalloc_used_mb", "py_blocks", "gc_objects"):
+        if key in first and key in last:
+            grown[key] = round(last[key] - first[key], 2)
+    return grown

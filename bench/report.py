@@ -268,6 +268,59 @@ def scale_section(rows_in: list[dict[str, Any]]) -> str:
     )
 
 
+def memory_section(r: dict[str, Any]) -> str:
+    if r.get("error"):
+        return f"not run: {r['error']}"
+    limits = r.get("cache_limits") or {}
+    rows = []
+    for w in r.get("windows") or []:
+        caches = ", ".join(f"{n} {v:,}/{limits.get(n, 0):,}" for n, v in w["caches"].items() if v)
+        rows.append(
+            [
+                f"{w['from_s']:g}",
+                w["sends"],
+                w.get("rss_mb"),
+                w.get("rss_mb_change"),
+                w.get("malloc_used_mb"),
+                w.get("pymalloc_used_mb"),
+                w.get("py_blocks"),
+                w.get("gc_objects"),
+                caches,
+            ]
+        )
+    table = _table(
+        [
+            "window from s",
+            "sends by its end",
+            "RSS MB",
+            "change MB",
+            "malloc in use MB",
+            "pymalloc in use MB",
+            "Python blocks",
+            "GC objects",
+            "caches (entries/bound)",
+        ],
+        rows,
+    )
+    head = (
+        f"{r['secs']:g} s, workers in the process: {r.get('workers')}, {r['sends']:,} sends "
+        f"({r['accepted_per_s']:,.1f}/s). Means of the samples in each window."
+    )
+    from bench.memory import after_caches_full
+
+    grown = after_caches_full(r.get("windows") or [])
+    if grown is None:
+        tail = "The caches were still filling at the end of the run: no figure after they were full."
+    else:
+        tail = (
+            f"From the window at {grown['from_s']:g} s (the caches full) to the one at {grown['to_s']:g} s, "
+            f"{grown['sends']:,} sends: RSS {grown.get('rss_mb', 0):+g} MB, malloc in use "
+            f"{grown.get('malloc_used_mb', 0):+g} MB, pymalloc in use {grown.get('pymalloc_used_mb', 0):+g} MB, "
+            f"Python blocks {grown.get('py_blocks', 0):+,g}, GC objects {grown.get('gc_objects', 0):+,g}."
+        )
+    return f"{head}\n\n{table}\n\n{tail}"
+
+
 def rss_section(r: dict[str, Any]) -> str:
     table = _table(
         [
@@ -352,6 +405,8 @@ def render(results: dict[str, Any]) -> str:
         parts += ["", "## Scale (SQLite): reads and a send over stored history", "", scale_section(results["scale"])]
     if results.get("rss"):
         parts += ["", "## Resident memory over a long run", "", rss_section(results["rss"])]
+    if results.get("memory"):
+        parts += ["", "## Where the memory is (in-process drive, SQLite)", "", memory_section(results["memory"])]
     if results.get("profile"):
         parts += [
             "",

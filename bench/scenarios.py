@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from bench import sustain
-from bench.harness import Deployment, PgDatabase, Proc, free_port, log, pg_available, run_wrk
+from bench.harness import BENCH_DIR, Deployment, PgDatabase, Proc, free_port, log, pg_available, run_wrk
 from bench.probe import run_probe
 from bench.stats import summarize
 
@@ -640,6 +640,22 @@ def rss(ctx: Ctx, rate: float, seconds: float) -> dict[str, Any]:
             "rss_max_mb": max(mb for _, mb in samples) if samples else None,
             "samples": samples,
         }
+
+
+def memory(ctx: Ctx, seconds: float) -> dict[str, Any]:
+    """Where the memory is: the in-process drive (API, dispatcher and webhook sender in one process, the
+    simulator at zero delay) sending as fast as it goes for ``seconds``, reading its own memory as it runs
+    (:mod:`bench.memory`). Faster than ``rss``'s half rate, so the bounded caches fill within minutes and what
+    follows shows whether anything else grows."""
+    log(f"memory: in-process drive with workers for {seconds:g} s")
+    cmd = [sys.executable, "-m", "bench.inprocess", "--workers", "--memory-secs", f"{seconds:g}"]
+    if seconds < 120:
+        cmd += ["--sample-secs", "2", "--window-secs", f"{max(4.0, seconds / 4):g}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 300, check=False, cwd=BENCH_DIR.parent)
+    (ctx.out / "memory.stderr.txt").write_text(done.stderr)
+    if done.returncode != 0 or not done.stdout.strip():
+        return {"error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def check_pg(ctx: Ctx) -> str | None:
