@@ -151,21 +151,28 @@ def summarize(samples: list[dict[str, Any]], window_s: float) -> list[dict[str, 
     return rows
 
 
-def after_caches_full(windows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """What grew from the first window in which no cache grew any more to the last window.
+def late_growth(windows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What grew over the run's later part: from the first window in which no cache grew any more, or, if the
+    caches were still filling then, from the middle window, to the last window.
 
-    The caches are bounded and fill as new chats are sent to; once they stop filling, memory that still grows
-    is something else (kept per message, or the allocator's fragmentation): the figure the memory run is for.
-    None if the caches were still filling at the end, or the run had fewer than three windows.
+    The caches are bounded and fill as new chats are sent to; memory that grows once they stop filling is
+    something else (kept per message, or the allocator's fragmentation): the figure the memory run is for.
+    ``cache_entries`` is what the caches gained over the same span (0 when they were full). None for a run
+    of fewer than three windows.
     """
     if len(windows) < 3:
         return None
     final = windows[-1]["caches"]
-    start = next(i for i, w in enumerate(windows) if w["caches"] == final)
-    if start >= len(windows) - 1:
-        return None
+    full = next(i for i, w in enumerate(windows) if w["caches"] == final)
+    start = min(full, len(windows) // 2)
     first, last = windows[start], windows[-1]
-    grown: dict[str, Any] = {"from_s": first["from_s"], "to_s": last["from_s"], "sends": last["sends"] - first["sends"]}
+    grown: dict[str, Any] = {
+        "from_s": first["from_s"],
+        "to_s": last["from_s"],
+        "sends": last["sends"] - first["sends"],
+        "caches_full": start == full,
+        "cache_entries": sum(final.values()) - sum(first["caches"].values()),
+    }
     for key in ("rss_mb", "malloc_used_mb", "pymalloc_used_mb", "py_blocks", "gc_objects"):
         if key in first and key in last:
             grown[key] = round(last[key] - first[key], 2)

@@ -306,17 +306,18 @@ def memory_section(r: dict[str, Any]) -> str:
         f"{r['secs']:g} s, workers in the process: {r.get('workers')}, {r['sends']:,} sends "
         f"({r['accepted_per_s']:,.1f}/s). Means of the samples in each window."
     )
-    from bench.memory import after_caches_full
+    from bench.memory import late_growth
 
-    grown = after_caches_full(r.get("windows") or [])
+    grown = late_growth(r.get("windows") or [])
     if grown is None:
-        tail = "The caches were still filling at the end of the run: no figure after they were full."
+        tail = "Too short a run for a figure of its later part."
     else:
+        since = "the caches full" if grown["caches_full"] else f"the caches gained {grown['cache_entries']:,} entries"
         tail = (
-            f"From the window at {grown['from_s']:g} s (the caches full) to the one at {grown['to_s']:g} s, "
+            f"From the window at {grown['from_s']:g} s to the one at {grown['to_s']:g} s ({since}), "
             f"{grown['sends']:,} sends: RSS {grown.get('rss_mb', 0):+g} MB, malloc in use "
             f"{grown.get('malloc_used_mb', 0):+g} MB, pymalloc in use {grown.get('pymalloc_used_mb', 0):+g} MB, "
-            f"Python blocks {grown.get('py_blocks', 0):+,g}, GC objects {grown.get('gc_objects', 0):+,g}."
+            f"Python blocks {grown.get('py_blocks', 0):+,}, GC objects {grown.get('gc_objects', 0):+,}."
         )
     return f"{head}\n\n{table}\n\n{tail}"
 

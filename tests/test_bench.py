@@ -256,7 +256,7 @@ def test_the_sustainable_table_lists_every_fixed_rate_offered() -> None:
 
 
 def test_memory_growth_is_measured_from_the_window_the_caches_stopped_filling() -> None:
-    from bench.memory import after_caches_full
+    from bench.memory import late_growth
     from bench.report import memory_section
 
     def window(minute: int, rss: float, blocks: int, parsed: int) -> dict[str, Any]:
@@ -264,10 +264,22 @@ def test_memory_growth_is_measured_from_the_window_the_caches_stopped_filling() 
         return {"from_s": 60 * minute, "sends": 1000 * minute, "rss_mb": rss, "py_blocks": blocks, "caches": caches}
 
     windows = [window(0, 100, 10, 5), window(1, 105, 15, 9), window(2, 106, 16, 10), window(3, 106.5, 15, 10)]
-    assert after_caches_full(windows) == {"from_s": 120, "to_s": 180, "sends": 1000, "rss_mb": 0.5, "py_blocks": -1}
-    assert after_caches_full(windows[:3]) is None  # full only in the last window: nothing after it to compare
+    assert late_growth(windows) == {
+        "from_s": 120,
+        "to_s": 180,
+        "sends": 1000,
+        "caches_full": True,
+        "cache_entries": 0,
+        "rss_mb": 0.5,
+        "py_blocks": -1,
+    }
     run = {"secs": 240, "workers": True, "sends": 3000, "accepted_per_s": 12.5, "cache_limits": {"chat_id_parsed": 64}}
     text = memory_section({**run, "windows": windows})
-    assert "From the window at 120 s (the caches full) to the one at 180 s, 1,000 sends: RSS +0.5 MB" in text
-    assert "chat_id_parsed 10/64" in text
-    assert "still filling" in memory_section({**run, "windows": windows[:3]})
+    assert "From the window at 120 s to the one at 180 s (the caches full), 1,000 sends: RSS +0.5 MB" in text
+    assert "Python blocks -1" in text and "chat_id_parsed 10/64" in text
+    # Still filling at the end: the later half of the run, with what the caches gained meanwhile.
+    filling = [*windows[:2], window(2, 106, 16, 12), window(3, 106.5, 15, 13)]
+    grown = late_growth(filling)
+    assert grown is not None and grown["from_s"] == 120 and not grown["caches_full"] and grown["cache_entries"] == 1
+    assert "(the caches gained 1 entries)" in memory_section({**run, "windows": filling})
+    assert late_growth(windows[:2]) is None
