@@ -643,12 +643,14 @@ def rss(ctx: Ctx, rate: float, seconds: float) -> dict[str, Any]:
 
 
 def memory(ctx: Ctx, seconds: float) -> dict[str, Any]:
-    """Where the memory is: the in-process drive (API, dispatcher and webhook sender in one process, the
-    simulator at zero delay) sending as fast as it goes for ``seconds``, reading its own memory as it runs
-    (:mod:`bench.memory`). Faster than ``rss``'s half rate, so the bounded caches fill within minutes and what
-    follows shows whether anything else grows."""
-    log(f"memory: in-process drive with workers for {seconds:g} s")
-    cmd = [sys.executable, "-m", "bench.inprocess", "--workers", "--memory-secs", f"{seconds:g}"]
+    """Where the memory is: the in-process drive of the accept path (the API process's work: the app, its
+    caches, the writer) sending as fast as it goes for ``seconds``, reading its own memory as it runs
+    (:mod:`bench.memory`). The accepting process is where ``rss`` saw memory grow (the worker process stayed
+    flat, docs/benchmarks.md); at this drive's rate the bounded caches fill within minutes, and what follows
+    shows whether anything else grows. ``python -m bench.inprocess --workers --memory-secs S`` runs the same
+    with the workers in the process."""
+    log(f"memory: in-process drive of the accept path for {seconds:g} s")
+    cmd = [sys.executable, "-m", "bench.inprocess", "--memory-secs", f"{seconds:g}"]
     if seconds < 120:
         cmd += ["--sample-secs", "2", "--window-secs", f"{max(4.0, seconds / 4):g}"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 300, check=False, cwd=BENCH_DIR.parent)
