@@ -96,6 +96,22 @@ class Proc:
                 total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB
         return total
 
+    def memory_by_process(self) -> dict[str, tuple[int, int]]:
+        """Anonymous and file-backed resident kB (``RssAnon``, ``RssFile`` + ``RssShmem``) of each process
+        of the tree, by role: ``api`` for this process, ``worker`` for the worker process ``serve`` starts."""
+        parts: dict[str, tuple[int, int]] = {}
+        for pid in self.tree():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            fields = (line.split(":", 1) for line in status.splitlines())
+            kb = {k: int(v.split()[0]) for k, v in fields if k.startswith("Rss")}
+            role = "api" if pid == self.pid else ("worker" if b"worker" in argv else f"pid {pid}")
+            parts[role] = (kb.get("RssAnon", 0), kb.get("RssFile", 0) + kb.get("RssShmem", 0))
+        return parts
+
     def kill9(self) -> None:
         if self.alive():
             os.kill(self.pid, signal.SIGKILL)
@@ -296,6 +312,13 @@ class Deployment:
 
     def rss_kb(self) -> int:
         return sum(p.rss_kb() for p in self.procs)
+
+    def memory_by_process(self) -> dict[str, tuple[int, int]]:
+        """:meth:`Proc.memory_by_process` of every process of the deployment (``serve``'s two on SQLite)."""
+        many = len(self.procs) > 1
+        return {
+            (f"{p.name} {role}" if many else role): kb for p in self.procs for role, kb in p.memory_by_process().items()
+        }
 
     def kill9(self) -> None:
         for p in self.procs:

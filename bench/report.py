@@ -350,7 +350,24 @@ def rss_section(r: dict[str, Any]) -> str:
     samples = r.get("samples") or []
     step = max(1, len(samples) // 12)
     series = ", ".join(f"{t:g} s: {mb:g}" for t, mb in samples[::step])
-    return table + f"\n\nRSS samples (MB): {series}"
+    out = table + f"\n\nRSS samples (MB): {series}"
+    by_process = r.get("by_process") or {}
+    if by_process:
+        rows = [
+            [
+                role,
+                m["anon_early_mb"],
+                m["anon_late_mb"],
+                round(m["anon_late_mb"] - m["anon_early_mb"], 1),
+                m["file_early_mb"],
+                m["file_late_mb"],
+                round(m["file_late_mb"] - m["file_early_mb"], 1),
+            ]
+            for role, m in by_process.items()
+        ]
+        heads = ["process", "anon early MB", "anon late MB", "anon change", "file early MB", "file late MB"]
+        out += "\n\nBy process (means of the same early and late samples):\n\n" + _table([*heads, "file change"], rows)
+    return out
 
 
 def profile_section(p: dict[str, Any]) -> str:

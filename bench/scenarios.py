@@ -619,14 +619,18 @@ def rss(ctx: Ctx, rate: float, seconds: float) -> dict[str, Any]:
         t0 = time.monotonic()
         load.start()
         samples: list[tuple[float, float]] = []
+        by_process: list[dict[str, tuple[int, int]]] = []
         step = 5.0 if seconds <= 120 else 10.0
         while load.is_alive():
             samples.append((round(time.monotonic() - t0, 1), round(dep.rss_kb() / 1024, 1)))
+            by_process.append(dep.memory_by_process())
             load.join(step)
         wrk = box.get("r", {})
         rows = query(dep, "SELECT count(*) FROM messages")[0][0]
-        after_warm = [mb for t, mb in samples if t >= min(60.0, seconds / 4)]
-        first, last = after_warm[: max(1, len(after_warm) // 10)], after_warm[-max(1, len(after_warm) // 10) :]
+        warm = [i for i, (t, _) in enumerate(samples) if t >= min(60.0, seconds / 4)]
+        tenth = max(1, len(warm) // 10)
+        early, late = warm[:tenth], warm[-tenth:]
+        first, last = [samples[i][1] for i in early], [samples[i][1] for i in late]
         return {
             "seconds": seconds,
             "offered_per_s": round(rate, 1),
@@ -639,7 +643,30 @@ def rss(ctx: Ctx, rate: float, seconds: float) -> dict[str, Any]:
             "rss_late_mb": round(statistics.mean(last), 1) if last else None,
             "rss_max_mb": max(mb for _, mb in samples) if samples else None,
             "samples": samples,
+            "by_process": memory_early_late(by_process, early, late),
         }
+
+
+def memory_early_late(
+    by_process: list[dict[str, tuple[int, int]]], early: list[int], late: list[int]
+) -> dict[str, dict[str, float]]:
+    """Each process's mean anonymous and file-backed resident MB over the early and the late samples: which
+    process, and which kind of memory, grew."""
+
+    def mean_mb(role: str, kind: int, picks: list[int]) -> float:
+        vals = [by_process[i][role][kind] for i in picks if role in by_process[i]]
+        return round(statistics.mean(vals) / 1024, 1) if vals else 0.0
+
+    roles = sorted({role for i in early + late for role in by_process[i]})
+    return {
+        role: {
+            "anon_early_mb": mean_mb(role, 0, early),
+            "anon_late_mb": mean_mb(role, 0, late),
+            "file_early_mb": mean_mb(role, 1, early),
+            "file_late_mb": mean_mb(role, 1, late),
+        }
+        for role in roles
+    }
 
 
 def memory(ctx: Ctx, seconds: float) -> dict[str, Any]:

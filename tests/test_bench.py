@@ -148,7 +148,8 @@ def test_a_process_is_measured_with_the_processes_it_started(tmp_path: Path) -> 
     from tests.helpers import wait_for
 
     child = "import time; time.sleep(60)"
-    parent = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)"
+    worker = [sys.executable, "-c", child, "worker"]  # named as serve's worker process is: by its command line
+    parent = f"import subprocess, sys, time; subprocess.Popen({worker!r}); time.sleep(60)"
     proc = Proc("parent", [sys.executable, "-c", parent], cwd=tmp_path, log_dir=tmp_path / "logs")
     try:
         pids: list[int] = wait_for(lambda: proc.tree() if len(proc.tree()) == 2 else [], what="the child process")
@@ -158,6 +159,10 @@ def test_a_process_is_measured_with_the_processes_it_started(tmp_path: Path) -> 
         one.tree = lambda: [proc.pid]  # type: ignore[method-assign]
         assert proc.rss_kb() > one.rss_kb() > 0
         assert proc.cpu_seconds() >= one.cpu_seconds()
+        parts = proc.memory_by_process()
+        assert set(parts) == {"api", "worker"}
+        assert all(anon > 0 and file > 0 for anon, file in parts.values())
+        assert sum(anon + file for anon, file in parts.values()) <= proc.rss_kb() + 1024  # read a moment apart
     finally:
         for pid in proc.tree()[1:]:
             os.kill(pid, signal.SIGKILL)
@@ -283,3 +288,17 @@ def test_memory_growth_is_measured_from_the_window_the_caches_stopped_filling() 
     assert grown is not None and grown["from_s"] == 120 and not grown["caches_full"] and grown["cache_entries"] == 1
     assert "(the caches gained 1 entries)" in memory_section({**run, "windows": filling})
     assert late_growth(windows[:2]) is None
+
+
+def test_the_memory_run_tells_which_process_and_which_kind_of_memory_grew() -> None:
+    from bench.report import rss_section
+
+    mb = 1024
+    by_process = [{"api": (90 * mb + 10 * i, 20 * mb), "worker": (70 * mb, 21 * mb + 100 * i)} for i in range(10)]
+    grown = sc.memory_early_late(by_process, early=[0, 1], late=[8, 9])
+    assert grown["api"] == {"anon_early_mb": 90.0, "anon_late_mb": 90.1, "file_early_mb": 20.0, "file_late_mb": 20.0}
+    assert grown["worker"]["file_early_mb"] == 21.0 and grown["worker"]["file_late_mb"] == 21.8
+    run = {"seconds": 600, "offered_per_s": 10.0, "samples": [(0.0, 1.0)], "by_process": grown}
+    text = rss_section(run)
+    assert "| api | 90.0 | 90.1 | 0.1 | 20.0 | 20.0 | 0.0 |" in text
+    assert "| worker | 70.0 | 70.0 | 0.0 | 21.0 | 21.8 | 0.8 |" in text
