@@ -73,13 +73,14 @@ def test_a_two_second_accept_run_reports_accepted_sends_and_their_rows(tmp_path:
     assert r["jobs_in_db"] == r["queued_events_in_db"] >= r["rows_in_db"]
 
 
-def test_the_in_process_drive_accepts_every_send() -> None:
+def run_inprocess(*args: str) -> dict[str, Any]:
+    """``python -m bench.inprocess ARGS`` from the project's root; its result (the JSON of its last line)."""
     import json
     import subprocess
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "bench.inprocess", "--sends", "96", "--warmup", "32", "--workers"],
+        [sys.executable, "-m", "bench.inprocess", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -87,27 +88,19 @@ def test_the_in_process_drive_accepts_every_send() -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_the_in_process_drive_accepts_every_send() -> None:
+    result = run_inprocess("--sends", "96", "--warmup", "32", "--workers")
     assert result["sends"] == 96
     assert result["statuses"] == {"202": 128}  # warm-up and measured sends, every one accepted
     assert result["accepted_per_s"] > 0 and result["cpu_us_per_send"] > 0
 
 
 def test_a_memory_run_samples_where_the_memory_is_and_how_full_the_caches_are() -> None:
-    import json
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.inprocess", "--memory-secs", "3", "--sample-secs", "1", "--window-secs", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_inprocess("--memory-secs", "3", "--sample-secs", "1", "--window-secs", "2")
     assert result["sends"] > 0
     first, last = result["samples"][0], result["samples"][-1]
     assert last["t"] >= 3 and last["sends"] == result["sends"]
