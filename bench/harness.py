@@ -23,11 +23,17 @@ from typing import Any
 
 import httpx
 
+from bench.memory import status_kb
+
 BENCH_DIR = Path(__file__).resolve().parent
 SEND_LUA = BENCH_DIR / "send.lua"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 SIM_NUMBER = "+15555550100"
+
+
+def resident_kb(by_process: dict[str, tuple[int, int]]) -> int:
+    """The resident set of processes measured by ``memory_by_process``: anonymous plus file-backed."""
+    return sum(anon + file for anon, file in by_process.values())
 
 
 def log(msg: str) -> None:
@@ -90,11 +96,7 @@ class Proc:
 
     def rss_kb(self) -> int:
         """Resident memory of the process and its live descendants."""
-        total = 0
-        for pid in self.tree():
-            with contextlib.suppress(OSError):
-                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB
-        return total
+        return resident_kb(self.memory_by_process())
 
     def memory_by_process(self) -> dict[str, tuple[int, int]]:
         """Anonymous and file-backed resident kB (``RssAnon``, ``RssFile`` + ``RssShmem``) of each process
@@ -102,13 +104,13 @@ class Proc:
         parts: dict[str, tuple[int, int]] = {}
         for pid in self.tree():
             try:
-                status = Path(f"/proc/{pid}/status").read_text()
+                kb = status_kb(pid)
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            fields = (line.split(":", 1) for line in status.splitlines())
-            kb = {k: int(v.split()[0]) for k, v in fields if k.startswith("Rss")}
-            role = "api" if pid == self.pid else ("worker" if b"worker" in argv else f"pid {pid}")
+            role = "api" if pid == self.pid else ("worker" if b"worker" in argv else "child")
+            if role in parts:
+                role = f"{role} {pid}"
             parts[role] = (kb.get("RssAnon", 0), kb.get("RssFile", 0) + kb.get("RssShmem", 0))
         return parts
 

@@ -55,12 +55,16 @@ def _caches() -> dict[str, Any]:
     }
 
 
-def _status_kb(fields: tuple[str, ...]) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
+RESIDENT_FIELDS = ("RssAnon", "RssFile", "RssShmem")  # their sum is the resident set (VmRSS)
+
+
+def status_kb(pid: int | str = "self", fields: tuple[str, ...] = RESIDENT_FIELDS) -> dict[str, int]:
+    """The named kB fields of ``/proc/PID/status``; raises OSError when the process is gone."""
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         name, _, rest = line.partition(":")
         if name in fields:
-            found[name] = round(int(rest.split()[0]) / 1024, 2)
+            found[name] = int(rest.split()[0])
     return found
 
 
@@ -95,7 +99,7 @@ def _pymalloc() -> dict[str, float]:
 def sample() -> dict[str, Any]:
     """One reading of this process's memory, in MB where it is a size."""
     caches = _caches()  # imported before the resident set is read
-    status = _status_kb(("VmRSS", "RssAnon", "RssFile", "RssShmem"))
+    status = {name: round(kb / 1024, 2) for name, kb in status_kb(fields=("VmRSS", *RESIDENT_FIELDS)).items()}
     facts: dict[str, Any] = {
         "rss_mb": status.get("VmRSS"),
         "rss_anon_mb": status.get("RssAnon"),

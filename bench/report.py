@@ -365,8 +365,11 @@ def rss_section(r: dict[str, Any]) -> str:
             ]
             for role, m in by_process.items()
         ]
-        heads = ["process", "anon early MB", "anon late MB", "anon change", "file early MB", "file late MB"]
-        out += "\n\nBy process (means of the same early and late samples):\n\n" + _table([*heads, "file change"], rows)
+        heads = [
+            "process",
+            *(f"{kind} {part}" for kind in ("anon", "file") for part in ("early MB", "late MB", "change")),
+        ]
+        out += "\n\nBy process (means of the same early and late samples):\n\n" + _table(heads, rows)
     return out
 
 

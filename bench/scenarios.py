@@ -26,7 +26,17 @@ from typing import Any
 import httpx
 
 from bench import sustain
-from bench.harness import BENCH_DIR, Deployment, PgDatabase, Proc, free_port, log, pg_available, run_wrk
+from bench.harness import (
+    BENCH_DIR,
+    Deployment,
+    PgDatabase,
+    Proc,
+    free_port,
+    log,
+    pg_available,
+    resident_kb,
+    run_wrk,
+)
 from bench.probe import run_probe
 from bench.stats import summarize
 
@@ -622,8 +632,8 @@ def rss(ctx: Ctx, rate: float, seconds: float) -> dict[str, Any]:
         by_process: list[dict[str, tuple[int, int]]] = []
         step = 5.0 if seconds <= 120 else 10.0
         while load.is_alive():
-            samples.append((round(time.monotonic() - t0, 1), round(dep.rss_kb() / 1024, 1)))
             by_process.append(dep.memory_by_process())
+            samples.append((round(time.monotonic() - t0, 1), round(resident_kb(by_process[-1]) / 1024, 1)))
             load.join(step)
         wrk = box.get("r", {})
         rows = query(dep, "SELECT count(*) FROM messages")[0][0]
