@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             _save(out, results)
         if "scale" in chosen:
             sizes = [int(s) for s in (args.sizes or ("1000,100000" if quick else "1000,100000,1000000")).split(",")]
-            results["scale"] = sc.scale(ctx, sizes)
+            results["scale"] = [row for store in stores for row in sc.scale(ctx, sizes, store)]
             _save(out, results)
         if "rss" in chosen:
             if "sqlite" not in max_rate:

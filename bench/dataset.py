@@ -10,6 +10,9 @@ not generated: no read endpoint of the scenario touches it.
 Shape: ``max(10, N // 100)`` 1:1 chats on one sender number; one "hot" chat holds 10 % of the messages
 (its last page is the scenario's deep page), the rest are spread evenly; 1 message in 5 is inbound.
 Generated files are cached by size (``--cache``), since 1 M messages take a minute or two to write.
+
+On PostgreSQL the same history is used: a fresh database is migrated by ``openbloo migrate`` and every row
+of the cached SQLite file is copied into it (``copy_to_postgres``), so both stores answer over one history.
 """
 
 from __future__ import annotations
@@ -159,3 +162,39 @@ def generate_sqlite(path: Path, n_messages: int) -> dict[str, Any]:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     return {**s, "hot_chat": handles[0], "hot_chat_messages": counters[0][0], "some_chat": handles[n_chats // 2]}
+
+
+def copy_to_postgres(sqlite_db: Path, pg_url: str) -> dict[str, int]:
+    """Every row of a generated SQLite database into a migrated, empty PostgreSQL database; rows per table.
+
+    Table by table in foreign-key order with ``COPY``; each table's own sequence is then moved past the copied
+    keys (the next send's message must not collide with history), and the planner's statistics are gathered,
+    as autovacuum would on a live server, so that reads are planned for the history they run over.
+    """
+    import psycopg
+
+    from openbloo.db.models import metadata
+
+    counts: dict[str, int] = {}
+    src = sqlite3.connect(f"file:{sqlite_db}?mode=ro", uri=True)
+    try:
+        with psycopg.connect(pg_url) as dst:
+            for table in metadata.sorted_tables:
+                names = ", ".join(f'"{c.name}"' for c in table.columns)
+                n = 0
+                with dst.cursor().copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+                    for row in src.execute(f'SELECT {names} FROM "{table.name}"'):
+                        copy.write_row(row)
+                        n += 1
+                counts[table.name] = n
+                for col in table.primary_key.columns:
+                    if col.autoincrement is True:
+                        dst.execute(
+                            f"SELECT setval(pg_get_serial_sequence('{table.name}', '{col.name}'),"
+                            f' COALESCE(max("{col.name}"), 0) + 1, false) FROM "{table.name}"'
+                        )
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("ANALYZE")
+    finally:
+        src.close()
+    return counts

@@ -231,7 +231,11 @@ def kill9_section(runs: list[dict[str, Any]]) -> str:
     )
 
 
+SCALE_STORES = {"sqlite": "SQLite, `serve`", "pg": "PostgreSQL, 2 API + 1 worker processes"}
+
+
 def scale_section(rows_in: list[dict[str, Any]]) -> str:
+    """One store's rows, each size against the smallest."""
     rows = []
     base = rows_in[0] if rows_in else None
     for r in rows_in:
@@ -422,8 +426,10 @@ def render(results: dict[str, Any]) -> str:
         ]
     if results.get("kill9"):
         parts += ["", "## kill -9 under load", "", kill9_section(results["kill9"])]
-    if results.get("scale"):
-        parts += ["", "## Scale (SQLite): reads and a send over stored history", "", scale_section(results["scale"])]
+    for store, title in SCALE_STORES.items():
+        rows = [r for r in results.get("scale") or [] if r.get("store", "sqlite") == store]
+        if rows:
+            parts += ["", f"## Scale ({title}): reads and a send over stored history", "", scale_section(rows)]
     if results.get("rss"):
         parts += ["", "## Resident memory over a long run", "", rss_section(results["rss"])]
     if results.get("memory"):

@@ -581,35 +581,43 @@ def _measure_reads(dep: Deployment, meta: dict[str, Any], deep: int, middle: int
         }
 
 
-def scale(ctx: Ctx, sizes: list[int]) -> list[dict[str, Any]]:
-    from bench.dataset import cached_sqlite
+def scale(ctx: Ctx, sizes: list[int], store: str = "sqlite") -> list[dict[str, Any]]:
+    """Reads and a send over 1 k … 1 M stored messages: a copy of the cached SQLite history for ``sqlite``
+    (one ``serve``), the same rows copied into a fresh database for ``pg`` (2 API + 1 worker processes)."""
+    from bench.dataset import cached_sqlite, copy_to_postgres
 
     out = []
     for n in sizes:
         db, meta = cached_sqlite(ctx.cache, n)
-        work = ctx.workdir(f"scale-{n}")
-        copy = work / "openbloo.db"
-        shutil.copyfile(db, copy)
-        dep = Deployment(f"sqlite:///{copy}", work, api_key=meta["api_key"])
-        try:
+        work = ctx.workdir(f"scale-{store}-{n}")
+        row: dict[str, Any] = {
+            "store": store,
+            "messages": n,
+            "chats": meta["chats"],
+            "hot_chat_messages": meta["hot_chat_messages"],
+            "deep_offset": max(0, meta["hot_chat_messages"] - 50),
+            "middle_offset": max(0, meta["hot_chat_messages"] // 2 - 25),
+            "generate_s": meta.get("generate_s"),
+        }
+        with contextlib.ExitStack() as stack:
+            stack.callback(shutil.rmtree, work, ignore_errors=True)
+            if store == "pg":
+                pg = stack.enter_context(PgDatabase(ctx.pg_url))
+                dep = Deployment(pg.url, work, layout="split", api_key=meta["api_key"])
+                dep.cli("migrate")
+                t0 = time.monotonic()
+                copy_to_postgres(db, pg.url)
+                row["copy_s"] = round(time.monotonic() - t0, 1)
+            else:
+                copy = work / "openbloo.db"
+                shutil.copyfile(db, copy)
+                dep = Deployment(f"sqlite:///{copy}", work, api_key=meta["api_key"])
+            stack.callback(dep.stop)
             dep.start()
-            log(f"scale: {n} stored messages")
-            deep = max(0, meta["hot_chat_messages"] - 50)
-            middle = max(0, meta["hot_chat_messages"] // 2 - 25)
-            row: dict[str, Any] = {
-                "messages": n,
-                "chats": meta["chats"],
-                "hot_chat_messages": meta["hot_chat_messages"],
-                "deep_offset": deep,
-                "middle_offset": middle,
-                "generate_s": meta.get("generate_s"),
-            }
-            row.update(_measure_reads(dep, meta, deep, middle, 30 if ctx.quick else 60))
+            log(f"scale: {store}, {n} stored messages")
+            row.update(_measure_reads(dep, meta, row["deep_offset"], row["middle_offset"], 30 if ctx.quick else 60))
             row["rss_mb"] = round(dep.rss_kb() / 1024, 1)
-            out.append(row)
-        finally:
-            dep.stop()
-            shutil.rmtree(work, ignore_errors=True)
+        out.append(row)
     return out
 
 

@@ -295,3 +295,64 @@ def test_the_memory_run_tells_which_process_and_which_kind_of_memory_grew() -> N
     text = rss_section(run)
     assert "| api | 90.0 | 90.1 | 0.1 | 20.0 | 20.0 | 0.0 |" in text
     assert "| worker | 70.0 | 70.0 | 0.0 | 21.0 | 21.8 | 0.8 |" in text
+
+
+def test_a_history_copied_to_postgresql_reads_as_it_does_on_sqlite(tmp_path: Path, postgres_database: str) -> None:
+    """The scale scenario's PostgreSQL databases: the cached SQLite history, row for row, and sendable."""
+    import httpx
+    from bench.dataset import cached_sqlite, copy_to_postgres
+    from bench.harness import Deployment, PgDatabase, Proc
+
+    db, meta = cached_sqlite(tmp_path / "cache", 1000)
+    with PgDatabase(postgres_database) as pg:
+        on_pg = Deployment(pg.url, tmp_path / "pg", layout="split", api_processes=1, workers=0, api_key=meta["api_key"])
+        on_pg.cli("migrate")
+        counts = copy_to_postgres(db, pg.url)
+        assert (counts["messages"], counts["chats"], counts["api_keys"]) == (1000, meta["chats"], 1)
+        shutil.copyfile(db, tmp_path / "copy.db")
+        on_sqlite = Deployment(
+            f"sqlite:///{tmp_path / 'copy.db'}", tmp_path / "sqlite", layout="serve-api", api_key=meta["api_key"]
+        )
+        try:
+            answers = []
+            hot = meta["hot_chat"].replace("+", "%2B")
+            for dep in (on_sqlite.start(), on_pg.start()):
+                with httpx.Client(
+                    base_url=f"{dep.url}/v2/api", headers={"Authorization": f"Bearer {meta['api_key']}"}, timeout=30
+                ) as c:
+                    answers.append(
+                        [
+                            c.get("/chats", params={"limit": 10}).json(),
+                            c.get(f"/chats/{hot}/messages", params={"limit": 50, "offset": 40}).json(),
+                        ]
+                    )
+                    # The copied sequences are past the history: a new message takes the next key.
+                    sent = c.post(f"/chats/{hot}/messages", json={"text": "after the history"})
+                    assert sent.status_code == 202, sent.text
+            assert answers[0] == answers[1]
+            assert len(answers[1][0]["chats"]) == 10 and len(answers[1][1]["messages"]) == 50
+        finally:
+            on_sqlite.stop()
+            on_pg.stop()
+            Proc.stop_all()
+
+
+def test_scale_rows_get_a_table_per_store_each_against_its_own_smallest_history() -> None:
+    def row(store: str, n: int, ms: float) -> dict[str, Any]:
+        timing = {"median_ms": ms, "p95_ms": ms, "max_ms": ms, "n": 60}
+        reads = ("get_chats", "get_messages_first", "get_messages_deep", "get_messages_middle", "send")
+        return {"store": store, "messages": n, "chats": 10, "deep_offset": 50, "middle_offset": 25, "rss_mb": 1.0} | {
+            k: timing for k in reads
+        }
+
+    text = render(
+        {
+            "command": "python -m bench run",
+            "machine": {"cores": 2},
+            "scale": [row("sqlite", 1000, 2.0), row("sqlite", 10**6, 3.0), row("pg", 1000, 4.0), row("pg", 10**6, 4.4)],
+        }
+    )
+    sqlite_part = text.split("## Scale (SQLite")[1].split("## Scale (PostgreSQL")[0]
+    pg_part = text.split("## Scale (PostgreSQL")[1]
+    assert "1.50×" in sqlite_part and "1.10×" not in sqlite_part
+    assert "1.10×" in pg_part and "1.50×" not in pg_part
