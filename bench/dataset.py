@@ -2,7 +2,7 @@
 
 The schema comes from ``openbloo migrate``; the organization, key and simulator number from the same CLI
 the operator uses. Then contacts, chats, conversations and messages are inserted in large transactions
-(``executemany``) and the counters the reads use (per chat, conversation and number) are set to match,
+(``executemany``) and the counters the reads use (per organization, chat, conversation and number) are set to match,
 so the database is what openbloo itself would have written for that history: every message is a
 delivered outbound message or a received inbound one (no pending jobs). Event and webhook history is
 not generated: no read endpoint of the scenario touches it.
@@ -151,6 +151,7 @@ def generate_sqlite(path: Path, n_messages: int) -> dict[str, Any]:
         "UPDATE conversations SET inbound_count = ? WHERE id = ?",
         [(c[1], conv_ids[i]) for i, c in enumerate(counters)],
     )
+    conn.execute("UPDATE organizations SET chat_count = ? WHERE id = ?", (n_chats, org_id))
     total_in = sum(c[1] for c in counters)
     total_out = sum(c[2] for c in counters)
     conn.execute(
@@ -168,8 +169,11 @@ def copy_to_postgres(sqlite_db: Path, pg_url: str) -> dict[str, int]:
     """Every row of a generated SQLite database into a migrated, empty PostgreSQL database; rows per table.
 
     Table by table in foreign-key order with ``COPY``; each table's own sequence is then moved past the copied
-    keys (the next send's message must not collide with history), and the planner's statistics are gathered,
-    as autovacuum would on a live server, so that reads are planned for the history they run over.
+    keys (the next send's message must not collide with history), and the copy is vacuumed and analyzed, as
+    autovacuum does on a live server once a table has taken enough inserts: the statistics plan reads for the
+    history they run over, and the visibility map lets a deep page skip its offset in the index alone (an
+    index-only scan). Without it, a page at offset 50,000 of the biggest chat fetched every skipped row from
+    the table: 175 ms against 6 ms.
     """
     import psycopg
 
@@ -194,7 +198,7 @@ def copy_to_postgres(sqlite_db: Path, pg_url: str) -> dict[str, int]:
                             f' COALESCE(max("{col.name}"), 0) + 1, false) FROM "{table.name}"'
                         )
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute("ANALYZE")
+            conn.execute("VACUUM ANALYZE")
     finally:
         src.close()
     return counts

@@ -63,16 +63,23 @@ def test_a_batch_of_sends_looks_rows_up_per_table_not_per_send(traced_engine: tu
     assert [o.status for ok, o in first if ok] == [202] * 10
 
     new = [f"+1555020{i:04d}" for i in range(10)]
+
+    def refused_after_planning(batch: Any) -> Any:
+        _send(ctx, "+15550309999", "never stored", None)(batch)  # plans a new chat, then fails
+        raise RuntimeError("refused after planning")
+
     units = (
         [_send(ctx, to, "first", f"k-{to}") for to in known]  # replays of the first batch
         + [_send(ctx, to, "second", None) for to in known]  # known chats and conversations, no key
         + [_send(ctx, to, "new", f"n-{to}") for to in new]  # new chats and contacts
         + [_send(ctx, new[0], "same batch", None)]  # a chat created earlier in this very batch
+        + [refused_after_planning]
     )
     statements.clear()
     outcomes = run_units(engine, units, again=False)
-    assert all(ok for ok, _ in outcomes), outcomes
-    assert [o.status for _, o in outcomes] == [200] * 10 + [202] * 21
+    assert all(ok for ok, _ in outcomes[:-1]), outcomes
+    assert [o.status for _, o in outcomes[:-1]] == [200] * 10 + [202] * 21
+    assert not outcomes[-1][0]
     assert [o.body for _, o in outcomes[:10]] == [o.body for _, o in first]
 
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
@@ -88,6 +95,10 @@ def test_a_batch_of_sends_looks_rows_up_per_table_not_per_send(traced_engine: tu
         assert conn.execute(select(func.count()).select_from(m.conversations)).scalar_one() == 20
         assert conn.execute(select(func.count()).select_from(m.idempotency_keys)).scalar_one() == 20
         assert conn.execute(select(func.count()).select_from(m.messages)).scalar_one() == 31
+        # The organization counts the chats its sends made (GET /chats's total), none of the failed unit's.
+        assert "+15550309999" not in chats and len(chats) == 20
+        counted = select(m.organizations.c.chat_count).where(m.organizations.c.id == ctx.organization_id)
+        assert conn.execute(counted).scalar_one() == 20
 
 
 def test_a_send_racing_another_process_to_a_new_recipient_is_run_again_not_failed(postgres_database: str) -> None:
@@ -117,6 +128,9 @@ def test_a_send_racing_another_process_to_a_new_recipient_is_run_again_not_faile
             chats = conn.execute(select(m.chats.c.chat_key, m.chats.c.message_count)).all()
             assert [tuple(c) for c in chats if c[0] == to] == [(to, 2)]
             assert conn.execute(select(func.count()).select_from(m.contacts)).scalar_one() == 1
+            # Counted once: the batch that lost the race counted nothing when it ran again.
+            org = select(m.organizations.c.chat_count).where(m.organizations.c.id == ctx.organization_id)
+            assert conn.execute(org).scalar_one() == 1
     finally:
         engine.dispose()
         other.dispose()

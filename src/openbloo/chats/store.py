@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, insert, select, update
 
 from openbloo.addressing import Handle
 from openbloo.db import models as m
@@ -22,6 +22,10 @@ from openbloo.ids import new_id
 # Flush order of deferred inserts: parents before children (foreign keys on PostgreSQL).
 ORDER_CONTACTS, ORDER_GROUPS, ORDER_MEMBERS, ORDER_CHATS, ORDER_CONVERSATIONS = 10, 20, 30, 40, 50
 ORDER_MESSAGES, ORDER_JOBS, ORDER_IDEMPOTENCY = 60, 70, 90  # events: 80 (events/store.py)
+# The organization's chat counter is the flush's very last statement, after the sender number's counters
+# (110, messages/outbox.py): every writer then takes those two row locks in one order, and holds the
+# organization's (wanted by every batch that makes a chat) only until its commit.
+ORDER_ORG_COUNTERS = 120
 
 
 # Hot lookups, built once: executing a prebuilt statement skips SQLAlchemy's per-call construction and
@@ -53,6 +57,13 @@ _NEW_CHAT = Prepared(
         created_at=bindparam("b_t"),
     ),
     ("b_id", "b_org", "b_key", "b_type", "b_contact", "b_group", "b_t"),
+)
+# One parameter set per organization and batch: ``b_n`` is the batch's running count (``last_per``).
+_ORG_NEW_CHATS = Prepared(
+    update(m.organizations)
+    .where(m.organizations.c.id == bindparam("b_org"))
+    .values(chat_count=m.organizations.c.chat_count + bindparam("b_n")),
+    ("b_org", "b_n"),
 )
 _NEW_CONVERSATION = Prepared(
     insert(m.conversations).values(
@@ -195,6 +206,9 @@ def ensure_chat(
         return existing
     ref = ChatRef(new_id("chat_", ordered=True), chat_key, chat_type, contact_id, group_id, None)
     batch.add(_NEW_CHAT, (ref.id, org_id, chat_key, chat_type, contact_id, group_id, now), ORDER_CHATS)
+    made = (batch.recall(("new chats", org_id)) or 0) + 1
+    batch.remember(("new chats", org_id), made)
+    batch.add(_ORG_NEW_CHATS, (org_id, made), ORDER_ORG_COUNTERS, last_per=0)
     batch.remember(chat_cache_key(org_id, chat_key), ref)
     batch.remember(conversations_read(ref.id), True)  # a chat made just now has no conversation yet
     return ref

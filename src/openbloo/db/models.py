@@ -53,6 +53,9 @@ organizations = Table(
     Column("name", String(255), nullable=False, unique=True),
     Column("country_code", String(2), nullable=True),
     _ms("created_at", nullable=False),
+    # How many chats the organization has (chats are never deleted): the ``total`` of ``GET /chats``
+    # without counting the chats table on every list.
+    Column("chat_count", BigInteger, nullable=False, server_default="0"),
 )
 
 api_keys = Table(
