@@ -146,6 +146,14 @@ LAYOUT_LABELS = {
 }
 
 
+def serves_workers_apart(src: Path | None) -> bool:
+    """Whether a source tree's ``serve`` runs its workers in a process of its own (it has had
+    ``--single-process`` since it does); older trees ran them in the API's process."""
+    if src is None:
+        return True
+    return "single-process" in (src / "src" / "openbloo" / "cli.py").read_text()
+
+
 def openbloo_accept(
     ctx: Ctx, store: str, layout: str | None = None, *, baseline: bool = False, warm_chats: bool = False
 ) -> dict[str, Any]:
@@ -159,8 +167,8 @@ def openbloo_accept(
     with deployment(ctx, store, name, **kw) as dep:
         dep.start()
         label = LAYOUT_LABELS.get(dep.layout, f"{dep.api_processes} API + {dep.workers} worker processes")
-        if baseline and dep.layout == "serve":
-            label = LAYOUT_LABELS["serve-single"]  # the base tree's serve ran its workers in its own process
+        if baseline and dep.layout == "serve" and not serves_workers_apart(dep.src):
+            label = LAYOUT_LABELS["serve-single"]  # a tree from before `serve` started a worker process
         log(f"accept: openbloo {store} {label}")
         url = dep.url
         known = None

@@ -356,3 +356,12 @@ def test_scale_rows_get_a_table_per_store_each_against_its_own_smallest_history(
     pg_part = text.split("## Scale (PostgreSQL")[1]
     assert "1.50×" in sqlite_part and "1.10×" not in sqlite_part
     assert "1.10×" in pg_part and "1.50×" not in pg_part
+
+
+def test_a_base_tree_is_labelled_by_where_its_serve_runs_the_workers(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    assert sc.serves_workers_apart(None) and sc.serves_workers_apart(root)
+    old = tmp_path / "src" / "openbloo"
+    old.mkdir(parents=True)
+    (old / "cli.py").write_text('def serve(no_workers: bool = typer.Option(False, "--no-workers")): ...\n')
+    assert not sc.serves_workers_apart(tmp_path)
