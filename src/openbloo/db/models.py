@@ -312,11 +312,30 @@ delivery_jobs = Table(
     Column("last_error", Text, nullable=True),
     _ms("created_at", nullable=False),
     _ms("updated_at", nullable=False),
-    Index("ix_delivery_jobs_state_due", "state", "next_attempt_at"),
-    Index("ix_delivery_jobs_conversation", "conversation_id", "state", "seq"),
+    # The claims read pending jobs only, and these partial indexes hold just those: a delivered job leaves
+    # them instead of moving to a "done" entry at a random page of its conversation, and while the workers
+    # keep up they are small and stay in cache. Queries name the literal (JOB_IS_PENDING) to use them.
+    Index(
+        "ix_delivery_jobs_pending_due",
+        "next_attempt_at",
+        "seq",
+        sqlite_where=text("state = 'pending'"),
+        postgresql_where=text("state = 'pending'"),
+    ),
+    Index(
+        "ix_delivery_jobs_pending_conversation",
+        "conversation_id",
+        "seq",
+        sqlite_where=text("state = 'pending'"),
+        postgresql_where=text("state = 'pending'"),
+    ),
     # Device news names our message by the reference we gave it (BlueBubbles echoes it as ``tempGuid``).
     Index("ix_delivery_jobs_transport_ref", "transport_ref"),
 )
+
+# "This job is pending", as the partial indexes of delivery_jobs are defined: like ix_messages_sent (above),
+# they serve only a query whose WHERE names the same literal.
+JOB_IS_PENDING = delivery_jobs.c.state == literal_column("'pending'")
 
 events = Table(
     "events",

@@ -45,7 +45,7 @@ def _due_jobs(conv: Any) -> Any:
     return (
         select(_j.c.conversation_id, _j.c.next_attempt_at, _j.c.seq)
         .join(conv, conv.c.id == _j.c.conversation_id)
-        .where(_j.c.state == "pending", _j.c.next_attempt_at <= bindparam("b_now"), _free(conv))
+        .where(m.JOB_IS_PENDING, _j.c.next_attempt_at <= bindparam("b_now"), _free(conv))
         .order_by(_j.c.next_attempt_at, _j.c.seq)
         .limit(bindparam("b_scan"))
     )
@@ -128,16 +128,14 @@ _PENDING_JOBS = InList(
         .join(_chat, _chat.c.id == _msg.c.chat_id)
         .join(_c, _c.c.id == _j.c.conversation_id)
         .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
-        .where(_j.c.conversation_id.in_(ids), _j.c.state == "pending")
+        .where(_j.c.conversation_id.in_(ids), m.JOB_IS_PENDING)
         .order_by(_j.c.seq)
     )
 )
 # The claim starts the first due job of each conversation itself, as mark_attempt would right after it:
 # the in-flight marker is committed before the hand-off either way, with one unit of work fewer.
 _START_HEADS = InList(
-    lambda seqs: (
-        update(_j).where(_j.c.seq.in_(seqs), _j.c.state == "pending").values(ATTEMPT_STARTED).returning(_j.c.seq)
-    )
+    lambda seqs: update(_j).where(_j.c.seq.in_(seqs), m.JOB_IS_PENDING).values(ATTEMPT_STARTED).returning(_j.c.seq)
 )
 _REPLY_TO = 13  # the position of messages.reply_to in _PENDING_JOBS's rows
 _PROVIDER_IDS = InList(

@@ -43,7 +43,7 @@ ATTEMPT_STARTED = {
     "attempts": _j.c.attempts + 1,
     "updated_at": case((_j.c.lease_owner.is_(None), bindparam("b_now")), else_=_j.c.updated_at),
 }
-_START_ATTEMPT = update(_j).where(_j.c.seq == bindparam("b_seq"), _j.c.state == "pending").values(ATTEMPT_STARTED)
+_START_ATTEMPT = update(_j).where(_j.c.seq == bindparam("b_seq"), m.JOB_IS_PENDING).values(ATTEMPT_STARTED)
 _JOB_DONE = (
     update(_j)
     .where(_j.c.seq == bindparam("b_seq"))
