@@ -365,3 +365,11 @@ def test_a_base_tree_is_labelled_by_where_its_serve_runs_the_workers(tmp_path: P
     old.mkdir(parents=True)
     (old / "cli.py").write_text('def serve(no_workers: bool = typer.Option(False, "--no-workers")): ...\n')
     assert not sc.serves_workers_apart(tmp_path)
+
+
+def test_a_drain_run_delivers_the_whole_backlog_and_reports_its_cost_per_message(tmp_path: Path) -> None:
+    from bench.drain import drain_once
+
+    r = drain_once(tmp_path / "drain", secs=1)
+    assert r["messages"] > 100 and r["undelivered"] == 0
+    assert r["cpu_us_per_message"] > 0 and r["messages_per_s"] > 0 and r["written_kb_per_message"] > 0
