@@ -200,13 +200,23 @@ def main(argv: list[str] | None = None) -> int:
                     max_rate[store] = sc.openbloo_accept(ctx, store)["accepted_per_s"]
                 for fraction in [float(f) for f in args.e2e_fractions.split(",") if f.strip()]:
                     results["e2e"].append(sc.e2e(ctx, store, max_rate[store], fraction))
+                    if ctx.baseline_src:
+                        results["e2e"].append(sc.e2e(ctx, store, max_rate[store], fraction, baseline=True))
                 # The same targets at half the rate the pipeline sustains with the webhook subscriber.
                 calibration = sc.sustainable_rate(ctx, store)
                 results.setdefault("e2e_sustainable", []).append(calibration)
                 if calibration["sustainable_per_s"] is not None:
-                    results["e2e"].append(
-                        sc.e2e(ctx, store, calibration["sustainable_per_s"], 0.5, basis="sustained with the webhook")
-                    )
+                    for baseline in (False, True) if ctx.baseline_src else (False,):
+                        results["e2e"].append(
+                            sc.e2e(
+                                ctx,
+                                store,
+                                calibration["sustainable_per_s"],
+                                0.5,
+                                basis="sustained with the webhook",
+                                baseline=baseline,
+                            )
+                        )
                 _save(out, results)
         if "kill9" in chosen:
             secs = args.kill_secs or (12.0 if quick else 30.0)

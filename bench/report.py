@@ -122,7 +122,7 @@ def e2e_section(runs: list[dict[str, Any]]) -> str:
         s, h = r.get("accept_to_simulator_ms") or {}, r.get("accept_to_webhook_ms") or {}
         rows.append(
             [
-                r["store"],
+                f"{r['store']} (baseline tree)" if r.get("baseline") else r["store"],
                 r.get("rate_basis", "closed loop"),
                 r.get("max_rate_per_s"),
                 f"{_f(r.get('offered_per_s'))} ({r.get('fraction', 0.5):g}×)",

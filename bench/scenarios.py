@@ -350,11 +350,16 @@ def peer(ctx: Ctx, name: str) -> dict[str, Any]:
 # -- fixed offered rate + end-to-end latency -----------------------------------------------------------------
 
 
-def e2e(ctx: Ctx, store: str, max_rate: float, fraction: float = 0.5, basis: str = "closed loop") -> dict[str, Any]:
-    """A fraction (half) of the maximum rate, offered on a fixed schedule, with a status webhook to a receiver."""
+def e2e(
+    ctx: Ctx, store: str, max_rate: float, fraction: float = 0.5, basis: str = "closed loop", *, baseline: bool = False
+) -> dict[str, Any]:
+    """A fraction (half) of the maximum rate, offered on a fixed schedule, with a status webhook to a receiver;
+    ``baseline``: the same against ``ctx.baseline_src`` (before/after at one rate)."""
     rate = max(5.0, max_rate * fraction)
-    res = _with_status_webhook(ctx, store, f"e2e-{store}-{fraction:g}-{basis.replace(' ', '')}", rate)
+    name = f"e2e-{store}-{fraction:g}-{basis.replace(' ', '')}{'-baseline' if baseline else ''}"
+    res = _with_status_webhook(ctx, store, name, rate, src=ctx.baseline_src if baseline else None)
     res.update(store=store, fraction=fraction, offered_per_s=round(rate, 1), max_rate_per_s=round(max_rate, 1))
+    res["baseline"] = baseline
     res["rate_basis"] = basis
     return res
 
@@ -378,10 +383,13 @@ def sustainable_rate(ctx: Ctx, store: str) -> dict[str, Any]:
     return res
 
 
-def _with_status_webhook(ctx: Ctx, store: str, name: str, rate: float | None) -> dict[str, Any]:
-    """The mix at ``rate`` (None: closed loop) against a deployment with a ``status`` webhook to a receiver."""
+def _with_status_webhook(
+    ctx: Ctx, store: str, name: str, rate: float | None, src: Path | None = None
+) -> dict[str, Any]:
+    """The mix at ``rate`` (None: closed loop) against a deployment (of source tree ``src``, else this one) with
+    a ``status`` webhook to a receiver."""
     secs = ctx.secs
-    with deployment(ctx, store, name) as dep:
+    with deployment(ctx, store, name, src=src) as dep:
         rport = free_port()
         records = dep.workdir / "webhooks.csv"
         receiver = Proc(

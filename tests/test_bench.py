@@ -373,3 +373,9 @@ def test_a_drain_run_delivers_the_whole_backlog_and_reports_its_cost_per_message
     r = drain_once(tmp_path / "drain", secs=1)
     assert r["messages"] > 100 and r["undelivered"] == 0
     assert r["cpu_us_per_message"] > 0 and r["messages_per_s"] > 0 and r["written_kb_per_message"] > 0
+
+
+def test_an_e2e_row_of_the_baseline_tree_says_so() -> None:
+    row = {"store": "pg", "offered_per_s": 184.3, "accept_to_simulator_ms": {"p50": 7.4}}
+    table = report.e2e_section([row, {**row, "baseline": True}])
+    assert "| pg | " in table and "| pg (baseline tree) | " in table
