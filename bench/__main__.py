@@ -194,19 +194,19 @@ def main(argv: list[str] | None = None) -> int:
         stores = ["sqlite"] + (["pg"] if use_pg else [])
         if "e2e" in chosen:
             results["e2e"] = []
+            trees = (False, True) if ctx.baseline_src else (False,)  # this tree, then the baseline at its rates
             for store in stores:
                 if store not in max_rate:
                     log(f"e2e: calibrating the maximum rate on {store}")
                     max_rate[store] = sc.openbloo_accept(ctx, store)["accepted_per_s"]
                 for fraction in [float(f) for f in args.e2e_fractions.split(",") if f.strip()]:
-                    results["e2e"].append(sc.e2e(ctx, store, max_rate[store], fraction))
-                    if ctx.baseline_src:
-                        results["e2e"].append(sc.e2e(ctx, store, max_rate[store], fraction, baseline=True))
+                    for baseline in trees:
+                        results["e2e"].append(sc.e2e(ctx, store, max_rate[store], fraction, baseline=baseline))
                 # The same targets at half the rate the pipeline sustains with the webhook subscriber.
                 calibration = sc.sustainable_rate(ctx, store)
                 results.setdefault("e2e_sustainable", []).append(calibration)
                 if calibration["sustainable_per_s"] is not None:
-                    for baseline in (False, True) if ctx.baseline_src else (False,):
+                    for baseline in trees:
                         results["e2e"].append(
                             sc.e2e(
                                 ctx,

@@ -189,10 +189,10 @@ def copy_to_postgres(sqlite_db: Path, pg_url: str) -> dict[str, int]:
         with psycopg.connect(pg_url) as dst:
             for table in metadata.sorted_tables:
                 names = ", ".join(f'"{c.name}"' for c in table.columns)
+                # [name]: a column SQLite lacks is an error, not the string "name" (its fallback for "name").
+                picked = ", ".join(f"[{c.name}]" for c in table.columns)
                 n = 0
                 with dst.cursor().copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
-                    # [name]: a column SQLite lacks is an error, not the string "name" (its fallback for "name").
-                    picked = ", ".join(f"[{c.name}]" for c in table.columns)
                     for row in src.execute(f'SELECT {picked} FROM "{table.name}"'):
                         copy.write_row(row)
                         n += 1

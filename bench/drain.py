@@ -16,12 +16,11 @@ import json
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.harness import Deployment, Proc, run_wrk
-from bench.scenarios import query
+from bench.scenarios import query, wait_drained
 
 _PENDING = "SELECT count(*) FROM delivery_jobs WHERE state = 'pending'"
 
@@ -43,12 +42,11 @@ def drain_once(work: Path, secs: float, src: Path | None = None, timeout: float 
     cmd = [*dep.openbloo(), "worker", "--database-url", dep.database_url]
     worker = Proc("worker", cmd, env=dep.env, cwd=work, log_dir=work / "logs")
     try:
-        t0, cpu0 = time.monotonic(), worker.cpu_seconds()
-        while query(dep, _PENDING)[0][0]:
-            if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"the worker did not drain {backlog} messages in {timeout:g} s")
-            time.sleep(0.25)
-        wall, cpu, written = time.monotonic() - t0, worker.cpu_seconds() - cpu0, _written_bytes(worker.pid)
+        cpu0 = worker.cpu_seconds()
+        wall = wait_drained(dep, timeout, poll=0.25)
+        if wall is None:
+            raise RuntimeError(f"the worker did not drain {backlog} messages in {timeout:g} s")
+        cpu, written = worker.cpu_seconds() - cpu0, _written_bytes(worker.pid)
     finally:
         worker.stop()
     undelivered = int(query(dep, "SELECT count(*) FROM messages WHERE status NOT IN ('delivered', 'read')")[0][0])
@@ -57,7 +55,7 @@ def drain_once(work: Path, secs: float, src: Path | None = None, timeout: float 
         "messages": backlog,
         "undelivered": undelivered,
         "cpu_us_per_message": round(cpu * 1e6 / max(1, backlog), 1),
-        "messages_per_s": round(backlog / wall, 1),
+        "messages_per_s": round(backlog / max(wall, 0.1), 1),
         "written_kb_per_message": round(written / 1024 / max(1, backlog), 1),
     }
 

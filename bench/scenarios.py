@@ -432,7 +432,7 @@ def _with_status_webhook(
             )
             window_us.append(time.time_ns() // 1000)
             # A closed-loop run outpaces the webhooks on purpose: its backlog is not waited for.
-            res["drain_s"] = _wait_drained(dep, timeout=120) if rate is not None else None
+            res["drain_s"] = wait_drained(dep, timeout=120) if rate is not None else None
             if ctx.profile and store == "sqlite" and rate is not None:
                 res["profile"] = _profiled_run(ctx, dep, name, paced)
             time.sleep(1.0)
@@ -455,7 +455,7 @@ def _webhooks_between(records: Path, event: str, start_us: int, end_us: int) -> 
     return n
 
 
-def _wait_drained(dep: Deployment, timeout: float) -> float | None:
+def wait_drained(dep: Deployment, timeout: float, poll: float = 0.5) -> float | None:
     """Seconds until every measured message is final and no webhook delivery is pending (None: timed out)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -463,7 +463,7 @@ def _wait_drained(dep: Deployment, timeout: float) -> float | None:
         pending = query(dep, "SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'")[0][0]
         if open_msgs == 0 and pending == 0:
             return round(time.monotonic() - t0, 1)
-        time.sleep(0.5)
+        time.sleep(poll)
     return None
 
 

@@ -292,6 +292,8 @@ reactions = Table(
     _ms("time_sent", nullable=False),
 )
 
+_JOB_PENDING_SQL = text("state = 'pending'")  # the partial indexes' predicate (JOB_IS_PENDING, below)
+
 delivery_jobs = Table(
     "delivery_jobs",
     metadata,
@@ -319,22 +321,22 @@ delivery_jobs = Table(
         "ix_delivery_jobs_pending_due",
         "next_attempt_at",
         "seq",
-        sqlite_where=text("state = 'pending'"),
-        postgresql_where=text("state = 'pending'"),
+        sqlite_where=_JOB_PENDING_SQL,
+        postgresql_where=_JOB_PENDING_SQL,
     ),
     Index(
         "ix_delivery_jobs_pending_conversation",
         "conversation_id",
         "seq",
-        sqlite_where=text("state = 'pending'"),
-        postgresql_where=text("state = 'pending'"),
+        sqlite_where=_JOB_PENDING_SQL,
+        postgresql_where=_JOB_PENDING_SQL,
     ),
     # Device news names our message by the reference we gave it (BlueBubbles echoes it as ``tempGuid``).
     Index("ix_delivery_jobs_transport_ref", "transport_ref"),
 )
 
-# "This job is pending", as the partial indexes of delivery_jobs are defined: like ix_messages_sent (above),
-# they serve only a query whose WHERE names the same literal.
+# "This job is pending", as the partial indexes of delivery_jobs are defined: PostgreSQL's generic plans use
+# a partial index only for a query whose WHERE names the same literal.
 JOB_IS_PENDING = delivery_jobs.c.state == literal_column("'pending'")
 
 events = Table(

@@ -1,0 +1,34 @@
+"""The claims read pending jobs through the partial indexes that hold only those (migration 0006): a claim
+whose WHERE no longer implied the indexes' predicate, or a change of the indexes' columns, would still be
+right and would scan instead. (SQLite also matches a bound ``state = ?`` to the predicate; PostgreSQL's
+generic plans need the literal, ``models.JOB_IS_PENDING``.)"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.dialects import sqlite
+
+from openbloo.config import database_urls
+from openbloo.db.migrate import upgrade
+from openbloo.delivery import claims
+
+
+def _plan(db: Path, stmt: Any, params: dict[str, Any]) -> str:
+    compiled = stmt.compile(dialect=sqlite.dialect())
+    values = compiled.construct_params(params)
+    bound = tuple(values[name] for name in compiled.positiontup)
+    with sqlite3.connect(db) as conn:
+        return " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + str(compiled), bound))
+
+
+def test_the_claims_find_pending_jobs_through_the_partial_indexes(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    upgrade(database_urls(f"sqlite:///{db}"))
+    due = _plan(db, claims._DUE, {"b_now": 0, "b_scan": 64})
+    assert "USING INDEX ix_delivery_jobs_pending_due" in due, due
+    stmt, params = claims._PENDING_JOBS(["conv_a", "conv_b"])
+    jobs = _plan(db, stmt, params)
+    assert "USING INDEX ix_delivery_jobs_pending_conversation" in jobs, jobs
