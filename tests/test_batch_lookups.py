@@ -40,9 +40,9 @@ def traced_engine(tmp_path: Path) -> Iterator[tuple[Engine, list[str]]]:
     engine.dispose()
 
 
-def _context(engine: Engine) -> AuthContext:
-    key = run_unit(engine, create_key("lookups", "k"))
-    run_unit(engine, add_number("+15550009999", org_name="lookups"))
+def _context(engine: Engine, org: str = "lookups", number: str = "+15550009999") -> AuthContext:
+    key = run_unit(engine, create_key(org, "k"))
+    run_unit(engine, add_number(number, org_name=org))
     with engine.connect() as conn:
         pool = tuple(pool_number(r) for r in conn.execute(pool_query(key.organization_id, key.key_id)))
     return AuthContext(key.api_key, key.key_id, "k", {}, key.organization_id, "lookups", None, 0, pool)
@@ -134,3 +134,46 @@ def test_a_send_racing_another_process_to_a_new_recipient_is_run_again_not_faile
     finally:
         engine.dispose()
         other.dispose()
+
+
+def test_on_postgresql_a_batch_reads_its_lookups_in_one_round_trip(postgres_database: str, tmp_path: Path) -> None:
+    """Every lookup of a batch of sends (idempotency records, chats, conversations, contacts, the webhook
+    subscriptions, the numbers' opt-outs) goes out in one pipeline: the client waits for the server (a libpq
+    Sync) once for them all, and once each for the transaction's start, the writes and the commit."""
+    urls = database_urls(postgres_database)
+    upgrade(urls)
+    engine = make_sync_engine(urls)
+    trace = tmp_path / "libpq.trace"
+    files: list[Any] = []
+    try:
+        ctx = _context(engine, "pipelined", "+15550008888")  # the database is the session's: an org of its own
+        known = [f"+1555040{i:04d}" for i in range(5)]
+        assert all(ok for ok, _ in run_units(engine, [_send(ctx, to, "first", f"k-{to}") for to in known]))
+        engine.dispose()  # the next connection is traced from its start
+
+        def traced(dbapi: Any, _rec: Any) -> None:
+            files.append(trace.open("w"))
+            dbapi.pgconn.trace(files[-1].fileno())
+
+        event.listen(engine, "connect", traced)
+        units = (
+            [_send(ctx, to, "first", f"k-{to}") for to in known]  # replays
+            + [_send(ctx, to, "second", None) for to in known]  # known chats and conversations
+            + [_send(ctx, f"+1555050{i:04d}", "new", f"n-{i}") for i in range(5)]  # new chats and contacts
+        )
+        outcomes = run_units(engine, units, again=False)
+        assert [o.status for _, o in outcomes] == [200] * 5 + [202] * 10
+        for f in files:
+            f.flush()
+        sent = [line.split("\t") for line in trace.read_text().splitlines() if "\tF\t" in line]
+        waits = [i for i, fields in enumerate(sent) if fields[3].startswith("Sync")]
+        selects = [i for i, fields in enumerate(sent) if fields[3].startswith("Parse") and '"SELECT' in fields[4]]
+        commits = [i for i, fields in enumerate(sent) if "COMMIT" in fields[-1]]
+        assert len(selects) >= 6, sent
+        # BEGIN; the lookups; the writes; then COMMIT (a simple query): nothing else waits for the server.
+        assert len(waits) == 3 and len(commits) == 1, "\n".join("\t".join(f[3:])[:100] for f in sent)
+        assert waits[0] < selects[0] and selects[-1] < waits[1], "every SELECT went out before the lookups' wait"
+    finally:
+        engine.dispose()
+        for f in files:
+            f.close()

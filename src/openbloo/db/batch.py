@@ -114,6 +114,34 @@ class Batch:
         cur.execute(direct.sql, direct.params(params))
         return direct.rows(cur.fetchall())
 
+    def all_many(self, queries: list[tuple[Executable, dict[str, Any]]]) -> list[list[tuple[Any, ...]]]:
+        """Every row of each prebuilt SELECT of ``queries`` (see :meth:`all`), in their order.
+
+        On PostgreSQL the queries go out together in one pipeline and their answers come back in one round
+        trip: a batch's lookups are independent reads, and one after another each waited a round trip
+        (with the transaction's ``BEGIN`` before the first), most of an accepting batch's time at light load
+        (docs/benchmarks.md, change 48). On SQLite they simply run in turn.
+        """
+        if len(queries) < 2 or not self.is_postgres:
+            return [self.all(stmt, params) for stmt, params in queries]
+        directs = [compile_direct(stmt, self.conn.dialect) for stmt, _ in queries]
+        if any(d is None for d in directs):
+            return [self.all(stmt, params) for stmt, params in queries]
+        raw: Any = self.conn.connection.dbapi_connection
+        cursors = []
+        with self._pipeline():
+            for direct, (_stmt, params) in zip(directs, queries, strict=True):
+                assert direct is not None
+                cur = raw.cursor()  # one each: a cursor keeps only its last statement's rows
+                cur.execute(direct.sql, direct.params(params))
+                cursors.append(cur)
+        out = []
+        for direct, cur in zip(directs, cursors, strict=True):
+            assert direct is not None
+            out.append(direct.rows(cur.fetchall()))
+            cur.close()
+        return out
+
     def execute(self, stmt: Executable, params: dict[str, Any]) -> int:
         """Run a prebuilt INSERT/UPDATE/DELETE now (not deferred); returns the number of rows it matched.
 

@@ -7,12 +7,14 @@ recorded with :func:`record_opt_out` and :func:`record_opt_in`; :func:`opted_out
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select
 
 from openbloo.db import models as m
 from openbloo.db.batch import Batch
+from openbloo.db.inlist import InList
 
 _o = m.opt_outs
 # Transport error codes that mean "this recipient opted out of this number" (Twilio: replied STOP).
@@ -23,8 +25,28 @@ _ANY_OPTED_OUT = select(_o.c.handle).where(_o.c.number_id == bindparam("number")
 _OPTED_OUT = select(_o.c.handle).where(_o.c.number_id == bindparam("number"), _o.c.handle == bindparam("handle"))
 
 
+_NUMBERS_WITH_OPT_OUTS = InList(lambda ids: select(_o.c.number_id).where(_o.c.number_id.in_(ids)).distinct())
+
+
 def _any_key(number_id: str) -> tuple[str, str]:
     return ("opt_outs_any", number_id)
+
+
+def opt_outs_unknown(batch: Batch, number_ids: Iterable[str]) -> list[str]:
+    """Those of ``number_ids`` whether anyone opted out of which this batch does not know yet."""
+    return [n for n in number_ids if batch.recall(_any_key(n)) is None]
+
+
+def numbers_with_opt_outs_query(number_ids: Sequence[str]) -> tuple[Any, dict[str, Any]]:
+    """For a batch's lookups: which of ``number_ids`` (1 to ``InList``'s maximum) any recipient opted out of."""
+    return _NUMBERS_WITH_OPT_OUTS(number_ids)
+
+
+def remember_numbers_with_opt_outs(batch: Batch, number_ids: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """What :func:`numbers_with_opt_outs_query` read: :func:`opted_out` asks nothing more of the others."""
+    found = {r[0] for r in rows}
+    for number_id in number_ids:
+        batch.remember(_any_key(number_id), number_id in found)
 
 
 def opted_out(batch: Batch, number_id: str, handles: Iterable[str]) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import bindparam, select
 
@@ -83,16 +83,25 @@ def subscriptions_key(org_id: str) -> tuple[str, str]:
     return ("webhook_subscriptions", org_id)
 
 
+def subscriptions_query(org_id: str) -> tuple[Any, dict[str, Any]]:
+    """The read of an organization's subscriptions, for a batch's lookups (:meth:`Batch.all_many`)."""
+    return _SUBSCRIPTIONS, {"org": org_id}
+
+
+def remember_subscriptions(batch: Batch, org_id: str, rows: list[tuple[Any, ...]]) -> tuple[Subscription, ...]:
+    """What :func:`subscriptions_query` read, kept for the batch's events."""
+    found = tuple(
+        Subscription(i, kind, scope, key_id, int(until), url, secret)
+        for i, kind, scope, key_id, until, url, secret in rows
+    )
+    batch.remember(subscriptions_key(org_id), found)
+    return found
+
+
 def _subscriptions(batch: Batch, org_id: str) -> tuple[Subscription, ...]:
-    key = subscriptions_key(org_id)
-    cached = batch.recall(key)
+    cached = batch.recall(subscriptions_key(org_id))
     if cached is None:
-        rows = batch.all(_SUBSCRIPTIONS, {"org": org_id})
-        cached = tuple(
-            Subscription(i, kind, scope, key_id, int(until), url, secret)
-            for i, kind, scope, key_id, until, url, secret in rows
-        )
-        batch.remember(key, cached)
+        cached = remember_subscriptions(batch, org_id, batch.all(*subscriptions_query(org_id)))
     return cached
 
 

@@ -343,6 +343,7 @@ def plan_send(
         ctx.organization_id,
         idem.key if idem is not None else None,
         address.key if address.kind in ("phone", "email") else None,
+        ctx.pool,
     )
     return UnitWithLookups(unit, lookups)
 
