@@ -31,6 +31,8 @@ class ClaimedConversation:  # a value, made per delivered message: not frozen fo
     # The claim already started the first job's attempt (its in-flight marker committed with the claim), so
     # the dispatcher hands it to the transport without a unit of its own first.
     head_started: bool = False
+    # Its claim left pending jobs out (``per_conversation``): once these are sent, it is claimed again.
+    truncated: bool = False
 
 
 # The claim's statements, built once: the dispatcher claims many times per second under load, and statements
@@ -159,6 +161,7 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
         rows = batch.all(*_PENDING_JOBS(conv_ids))
         parents = _reply_guids(batch, [r[_REPLY_TO] for r in rows])
         grouped: dict[str, list[Job]] = {cid: [] for cid in conv_ids}
+        truncated: set[str] = set()
         for (
             seq,
             conv_id,
@@ -187,6 +190,7 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
         ) in rows:
             jobs = grouped[conv_id]
             if len(jobs) >= per_conversation:
+                truncated.add(conv_id)
                 continue
             outgoing = Outgoing(
                 message_id=message_id,
@@ -218,7 +222,9 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
         for cid, jobs in grouped.items():
             if jobs and jobs[0].seq in heads and jobs[0].seq not in started:
                 jobs = jobs[1:]  # cancelled since it was read (PostgreSQL: another process's cancel committed)
-            claimed.append(ClaimedConversation(cid, tuple(jobs), bool(jobs) and jobs[0].seq in started))
+            claimed.append(
+                ClaimedConversation(cid, tuple(jobs), bool(jobs) and jobs[0].seq in started, cid in truncated)
+            )
         return claimed
 
     return unit

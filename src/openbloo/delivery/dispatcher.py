@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -111,10 +112,11 @@ class Dispatcher:
         self.max_attempts = max(1, s.delivery_max_attempts)
         self.concurrency = max(1, s.dispatcher_concurrency)
         self._wake = asyncio.Event()
+        self._wakes = 0  # wake-ups so far: a conversation's own re-claim looks at those during its run
         self._slot_free = asyncio.Event()
         self._active = 0
         self._task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.sink = DatabaseSink(runtime)
         # On PostgreSQL the claims commit through a writer (a connection) of their own. A claim is the step
@@ -155,13 +157,14 @@ class Dispatcher:
 
     def wake(self) -> None:
         """New jobs are waiting (called on the event loop: another process's commit)."""
+        self._wakes += 1
         self._wake.set()
 
     def wake_threadsafe(self) -> None:
         """Called from the writer thread after a send commits: new jobs are waiting."""
         if self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._wake.set)
+                self._loop.call_soon_threadsafe(self.wake)
 
     # -- the loop ------------------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -174,12 +177,13 @@ class Dispatcher:
                     await self._slot_free.wait()
                     continue
                 self._wake.clear()
+                wakes = self._wakes
                 claimed = await self.claims.run(claim(self.worker_id, now_ms(), self.lease_ms, min(free, 256)))
                 for conv in claimed:
                     self._active += 1
                     task = asyncio.create_task(self._process(conv))
                     self._tasks.add(task)
-                    task.add_done_callback(self._done)
+                    task.add_done_callback(functools.partial(self._done, wakes))
                 if not claimed:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), poll)
@@ -189,13 +193,22 @@ class Dispatcher:
                 log.exception("dispatcher loop error; retrying")
                 await asyncio.sleep(poll)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, wakes: int, task: asyncio.Task[bool]) -> None:
+        """A conversation's run ended; ``wakes``: the wake-up count when it was claimed."""
         self._tasks.discard(task)
         self._active -= 1
         self._slot_free.set()
-        self._wake.set()  # a released conversation may have more jobs
+        # Claim again now if the conversation may have more due jobs: some were left out of its claim, its run
+        # ended early, or jobs were queued while it was held (the claims they woke passed it over). Otherwise
+        # the next claim waits for news: after every conversation it found nothing most of the time, and on
+        # PostgreSQL held the claims' connection while the next message's wake-up came (docs/benchmarks.md,
+        # change 49).
+        more = task.cancelled() or task.exception() is not None or task.result()
+        if more or self._wakes != wakes:
+            self._wake.set()
 
-    async def _process(self, conv: ClaimedConversation) -> None:
+    async def _process(self, conv: ClaimedConversation) -> bool:
+        """Send the conversation's claimed jobs in order; returns whether it may have more due jobs."""
         writer = self.runtime.writer
         held = released = False
         started = conv.head_started  # the next job's attempt is already marked (by the claim or the last outcome)
@@ -229,6 +242,9 @@ class Dispatcher:
             if not held and not released:
                 with contextlib.suppress(Exception):
                     await writer.run(jobs.release([conv.id], self.worker_id))
+        # Released after its last claimed job: nothing more is due unless the claim left jobs out. Held for a
+        # retry: nothing is due before it (polling finds it). Otherwise (a mark failed, an error) look again.
+        return conv.truncated if released else not held
 
     async def _attempt(self, job: jobs.Job, transport: Transport | None, following: jobs.Job | None) -> str:
         """Send ``job``; returns "held" (a retry parks the conversation) or what :func:`jobs.then_next` did."""
