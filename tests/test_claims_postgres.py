@@ -1,0 +1,105 @@
+"""On PostgreSQL a claim is one statement: it leases the conversations, reads their pending jobs as they were
+and starts each one's first due job, in one round trip between the transaction's start and its commit."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, update
+
+from openbloo.config import database_urls
+from openbloo.db import models as m
+from openbloo.db.engine import make_sync_engine
+from openbloo.db.migrate import upgrade
+from openbloo.db.writer import run_units
+from openbloo.delivery.claims import claim
+from tests.conftest import _pg_admin_url
+from tests.test_batch_lookups import _context, _send
+
+WORKER = "test-claimer"
+
+
+@pytest.fixture
+def own_database(postgres_database: str) -> Iterator[str]:
+    """A database of this test's alone: a claim leases every due conversation it finds, other tests' too."""
+    import psycopg
+
+    name = f"openbloo_claims_{secrets.token_hex(4)}"
+    admin = _pg_admin_url()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{postgres_database.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_claim_on_postgresql_is_one_round_trip(own_database: str, tmp_path: Path) -> None:
+    urls = database_urls(own_database)
+    upgrade(urls)
+    engine = make_sync_engine(urls)
+    trace = tmp_path / "libpq.trace"
+    files: list[Any] = []
+    try:
+        ctx = _context(engine)
+        chats = [f"+1555060{i:04d}" for i in range(3)]
+        sends = [_send(ctx, to, f"{to} #{n}", None) for n in range(2) for to in chats]
+        outcomes = run_units(engine, sends)
+        ids = [json.loads(o.body)["message_id"] for _, o in outcomes]
+        j = m.delivery_jobs
+        with engine.begin() as conn:
+            # A job whose worker died mid-send: its marker (and the attempt's start time) must survive the claim.
+            conn.execute(
+                update(j).where(j.c.message_id == ids[0]).values(lease_owner="dead", attempts=1, updated_at=1234)
+            )
+        engine.dispose()
+
+        def traced(dbapi: Any, _rec: Any) -> None:
+            files.append(trace.open("w"))
+            dbapi.pgconn.trace(files[-1].fileno())
+
+        event.listen(engine, "connect", traced)
+        now = 10**13  # every job is due
+        [(ok, claimed)] = run_units(engine, [claim(WORKER, now, 60_000, 256)])
+        assert ok, claimed
+        event.remove(engine, "connect", traced)
+        for f in files:
+            f.flush()
+        sent = [line.split("\t") for line in trace.read_text().splitlines() if "\tF\t" in line]
+        # What the client waits for the server after: a simple query (BEGIN, COMMIT) or a Sync.
+        waits = ["\t".join(f[3:])[:60] for f in sent if f[3].startswith(("Sync", "Query"))]
+        assert len(waits) == 3 and "BEGIN" in waits[0] and "COMMIT" in waits[2], waits
+
+        mine = {c.id: c for c in claimed}
+        assert len(mine) == 3 and all(c.head_started for c in mine.values())
+        by_first = {c.jobs[0].outgoing.message_id: c for c in mine.values()}
+        # Each conversation's jobs in acceptance order, read as they were before the claim started the first.
+        assert sorted(by_first) == sorted(ids[:3])
+        for c in mine.values():
+            assert [job.outgoing.message_id for job in c.jobs] == [
+                ids[ids.index(c.jobs[0].outgoing.message_id) + 3 * k] for k in (0, 1)
+            ]
+        dead = by_first[ids[0]].jobs[0]
+        assert dead.in_flight and dead.outgoing.in_flight_since == 1234 and dead.outgoing.attempt == 2
+        fresh = by_first[ids[1]].jobs[0]
+        assert not fresh.in_flight and fresh.outgoing.attempt == 1
+
+        with engine.connect() as conn:
+            rows = {r.message_id: r for r in conn.execute(select(j).where(j.c.message_id.in_(ids)))}
+            leases = conn.execute(select(m.conversations.c.id, m.conversations.c.lease_owner)).all()
+        for first in ids[:3]:  # started: ours, one attempt more; the one in flight kept its attempt's start
+            assert rows[first].lease_owner == WORKER
+        assert rows[ids[0]].attempts == 2 and rows[ids[0]].updated_at == 1234
+        assert rows[ids[1]].attempts == 1 and rows[ids[1]].updated_at != 1234
+        assert all(rows[later].lease_owner is None and rows[later].attempts == 0 for later in ids[3:])
+        assert {cid for cid, owner in leases if owner == WORKER} == set(mine)
+    finally:
+        engine.dispose()
+        for f in files:
+            f.close()
