@@ -1,16 +1,15 @@
-"""On PostgreSQL a claim is one statement: it leases the conversations, reads their pending jobs as they were
-and starts each one's first due job, in one round trip between the transaction's start and its commit."""
+"""On PostgreSQL a claim leases the conversations (FOR UPDATE SKIP LOCKED), reads their pending jobs as they
+were, in acceptance order, and starts each one's first due job; a job whose worker died mid-send keeps its
+in-flight marker and the start time of that attempt."""
 
 from __future__ import annotations
 
 import json
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from openbloo.config import database_urls
 from openbloo.db import models as m
@@ -40,12 +39,10 @@ def own_database(postgres_database: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_a_claim_on_postgresql_is_one_round_trip(own_database: str, tmp_path: Path) -> None:
+def test_a_claim_on_postgresql_leases_reads_and_starts_the_first_jobs(own_database: str) -> None:
     urls = database_urls(own_database)
     upgrade(urls)
     engine = make_sync_engine(urls)
-    trace = tmp_path / "libpq.trace"
-    files: list[Any] = []
     try:
         ctx = _context(engine)
         chats = [f"+1555060{i:04d}" for i in range(3)]
@@ -58,23 +55,9 @@ def test_a_claim_on_postgresql_is_one_round_trip(own_database: str, tmp_path: Pa
             conn.execute(
                 update(j).where(j.c.message_id == ids[0]).values(lease_owner="dead", attempts=1, updated_at=1234)
             )
-        engine.dispose()
-
-        def traced(dbapi: Any, _rec: Any) -> None:
-            files.append(trace.open("w"))
-            dbapi.pgconn.trace(files[-1].fileno())
-
-        event.listen(engine, "connect", traced)
         now = 10**13  # every job is due
         [(ok, claimed)] = run_units(engine, [claim(WORKER, now, 60_000, 256)])
         assert ok, claimed
-        event.remove(engine, "connect", traced)
-        for f in files:
-            f.flush()
-        sent = [line.split("\t") for line in trace.read_text().splitlines() if "\tF\t" in line]
-        # What the client waits for the server after: a simple query (BEGIN, COMMIT) or a Sync.
-        waits = ["\t".join(f[3:])[:60] for f in sent if f[3].startswith(("Sync", "Query"))]
-        assert len(waits) == 3 and "BEGIN" in waits[0] and "COMMIT" in waits[2], waits
 
         mine = {c.id: c for c in claimed}
         assert len(mine) == 3 and all(c.head_started for c in mine.values())
@@ -101,5 +84,3 @@ def test_a_claim_on_postgresql_is_one_round_trip(own_database: str, tmp_path: Pa
         assert {cid for cid, owner in leases if owner == WORKER} == set(mine)
     finally:
         engine.dispose()
-        for f in files:
-            f.close()

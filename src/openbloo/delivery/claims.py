@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from openbloo.db import models as m
 from openbloo.db.batch import Batch
@@ -92,39 +92,39 @@ def _lease_due_conversations() -> Any:
         update(_c)
         .where(_c.c.id.in_(lockable.scalar_subquery()))
         .values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
-        .returning(_c.c.id, _c.c.device_chat_guid)
+        .returning(_c.c.id)
     )
 
 
-# What a claim reads of each pending job (the conversation's device chat follows, from wherever it is read).
-_JOB_COLUMNS = (
-    _j.c.seq,
-    _j.c.conversation_id,
-    _j.c.number_id,
-    _j.c.attempts,
-    _j.c.next_attempt_at,
-    _j.c.lease_owner,
-    _j.c.transport_ref,
-    _j.c.updated_at,
-    _msg.c.id,
-    _msg.c.text,
-    _msg.c.attachments,
-    _msg.c.parts,
-    _msg.c.effect,
-    _msg.c.reply_to,
-    _msg.c.link_preview,
-    _msg.c.options,
-    _msg.c.time_sent,
-    _num.c.phone_number,
-    _num.c.transport,
-    _chat.c.chat_key,
-    _chat.c.type,
-    _grp.c.chat_guid,
-    _grp.c.participants_key,
-)
+_LEASE_DUE = _lease_due_conversations()
 _PENDING_JOBS = InList(
     lambda ids: (
-        select(*_JOB_COLUMNS, _c.c.device_chat_guid)
+        select(
+            _j.c.seq,
+            _j.c.conversation_id,
+            _j.c.number_id,
+            _j.c.attempts,
+            _j.c.next_attempt_at,
+            _j.c.lease_owner,
+            _j.c.transport_ref,
+            _j.c.updated_at,
+            _msg.c.id,
+            _msg.c.text,
+            _msg.c.attachments,
+            _msg.c.parts,
+            _msg.c.effect,
+            _msg.c.reply_to,
+            _msg.c.link_preview,
+            _msg.c.options,
+            _msg.c.time_sent,
+            _num.c.phone_number,
+            _num.c.transport,
+            _chat.c.chat_key,
+            _chat.c.type,
+            _grp.c.chat_guid,
+            _grp.c.participants_key,
+            _c.c.device_chat_guid,
+        )
         .join(_msg, _msg.c.id == _j.c.message_id)
         .join(_num, _num.c.id == _j.c.number_id)
         .join(_chat, _chat.c.id == _msg.c.chat_id)
@@ -139,49 +139,6 @@ _PENDING_JOBS = InList(
 _START_HEADS = InList(
     lambda seqs: update(_j).where(_j.c.seq.in_(seqs), m.JOB_IS_PENDING).values(ATTEMPT_STARTED).returning(_j.c.seq)
 )
-
-
-def _claim_in_one_statement() -> Any:
-    """PostgreSQL: lease the conversations, read their pending jobs and start each one's first due job, in one
-    statement (three data-modifying steps in a ``WITH``; they see one snapshot, so the jobs are read as they
-    were before their start, as the separate statements read them).
-
-    Each statement was a round trip of the claim, the step between a message's acceptance and its hand-off to
-    the device (docs/benchmarks.md, change 50). One row per pending job, and one with no job (NULLs) for a
-    leased conversation whose jobs went meanwhile, so that it is released: first the conversation's id, then
-    the job's columns (as :data:`_PENDING_JOBS` reads them) and whether the claim started its attempt.
-    """
-    leased = _lease_due_conversations().cte("leased")
-    first = _j.alias("first_jobs")
-    firsts = (
-        select(func.min(first.c.seq))
-        .where(
-            first.c.conversation_id.in_(select(leased.c.id)), first.c.state == m.JOB_IS_PENDING.right
-        )  # the literal, on the alias
-        .group_by(first.c.conversation_id)
-    )
-    heads = (
-        update(_j)
-        .where(_j.c.seq.in_(firsts), m.JOB_IS_PENDING, _j.c.next_attempt_at <= bindparam("b_now"))
-        .values(ATTEMPT_STARTED)
-        .returning(_j.c.seq)
-        .cte("heads")
-    )
-    jobs = (
-        leased.outerjoin(_j, and_(_j.c.conversation_id == leased.c.id, m.JOB_IS_PENDING))
-        .outerjoin(_msg, _msg.c.id == _j.c.message_id)
-        .outerjoin(_num, _num.c.id == _j.c.number_id)
-        .outerjoin(_chat, _chat.c.id == _msg.c.chat_id)
-        .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
-    )
-    return (
-        select(leased.c.id, *_JOB_COLUMNS, leased.c.device_chat_guid, _j.c.seq.in_(select(heads.c.seq)))
-        .select_from(jobs)
-        .order_by(_j.c.seq)
-    )
-
-
-_CLAIM = _claim_in_one_statement()
 _REPLY_TO = 13  # the position of messages.reply_to in _PENDING_JOBS's rows
 _PROVIDER_IDS = InList(
     lambda ids: select(_msg.c.id, _msg.c.provider_id).where(_msg.c.id.in_(ids), _msg.c.provider_id.is_not(None))
@@ -193,19 +150,15 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
 
     def unit(batch: Batch) -> list[ClaimedConversation]:
         lease = {"b_now": now, "b_scan": limit * 4, "b_limit": limit, "b_worker": worker, "b_until": now + lease_ms}
-        started: set[int] = set()
         if batch.is_postgres:
-            claimed_rows = batch.all(_CLAIM, lease)
-            conv_ids = list(dict.fromkeys(r[0] for r in claimed_rows))
-            rows = [r[1:-1] for r in claimed_rows if r[1] is not None]
-            started = {r[1] for r in claimed_rows if r[-1]}
+            conv_ids = [r[0] for r in batch.all(_LEASE_DUE, lease)]
         else:  # one process owns a SQLite file's queue, and its statements are calls, not round trips
             conv_ids = list(dict.fromkeys(r[0] for r in batch.all(_DUE, lease)))[:limit]
             if conv_ids:
                 batch.execute(*_LEASE(conv_ids, lease))
-                rows = batch.all(*_PENDING_JOBS(conv_ids))
         if not conv_ids:
             return []
+        rows = batch.all(*_PENDING_JOBS(conv_ids))
         parents = _reply_guids(batch, [r[_REPLY_TO] for r in rows])
         grouped: dict[str, list[Job]] = {cid: [] for cid in conv_ids}
         truncated: set[str] = set()
@@ -262,7 +215,8 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
                 Job(seq, conv_id, number_id, transport, attempts, next_attempt_at, lease_owner is not None, outgoing)
             )
         heads = [jobs[0].seq for jobs in grouped.values() if jobs and jobs[0].next_attempt_at <= now]
-        if heads and not batch.is_postgres:  # PostgreSQL's claim started them (the same first due jobs)
+        started: set[int] = set()
+        if heads:
             started = {r[0] for r in batch.all(*_START_HEADS(heads, {"b_worker": worker, "b_now": now}))}
         claimed = []
         for cid, jobs in grouped.items():
