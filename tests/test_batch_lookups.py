@@ -19,7 +19,7 @@ from openbloo.config import database_urls
 from openbloo.db import models as m
 from openbloo.db.engine import make_sync_engine
 from openbloo.db.migrate import upgrade
-from openbloo.db.writer import run_unit, run_units
+from openbloo.db.writer import HeldConnection, run_unit, run_units
 from openbloo.messages.idempotency import Idempotency
 from openbloo.messages.planner import plan_send
 from openbloo.messages.rules import validate_send
@@ -101,15 +101,20 @@ def test_a_batch_of_sends_looks_rows_up_per_table_not_per_send(traced_engine: tu
         assert conn.execute(counted).scalar_one() == 20
 
 
-def test_a_send_racing_another_process_to_a_new_recipient_is_run_again_not_failed(postgres_database: str) -> None:
+@pytest.mark.parametrize("through", ["engine", "writer"])
+def test_a_send_racing_another_process_to_a_new_recipient_is_run_again_not_failed(
+    postgres_database: str, through: str
+) -> None:
     """Two API processes send to the same new recipient at once: the one that commits second finds the contact,
     chat and conversation the other created when its flush hits their unique keys. Its batch, even of a
-    single send, runs once more and answers 202 (it answered 500 before)."""
+    single send, runs once more and answers 202 (it answered 500 before). ``writer``: through the writer's
+    held connection, whose batch opens and commits its transaction itself (batch.deferred_begin)."""
     urls = database_urls(postgres_database)
     upgrade(urls)
     engine, other = make_sync_engine(urls), make_sync_engine(urls)
     try:
-        ctx = _context(engine)
+        org, number = ("lookups", "+15550009999") if through == "engine" else ("racing", "+15550008877")
+        ctx = _context(engine, org, number)
         to = "+15550307777"
         runs: list[int] = []
         send = _send(ctx, to, "mine", "race-mine")
@@ -121,13 +126,18 @@ def test_a_send_racing_another_process_to_a_new_recipient_is_run_again_not_faile
                 assert run_unit(other, _send(ctx, to, "theirs", "race-theirs")).status == 202
             return result
 
-        [(ok, outcome)] = run_units(engine, [racing])
+        [(ok, outcome)] = run_units(engine if through == "engine" else HeldConnection(engine), [racing])
         assert ok, outcome
         assert outcome.status == 202 and len(runs) == 2
         with engine.connect() as conn:
-            chats = conn.execute(select(m.chats.c.chat_key, m.chats.c.message_count)).all()
+            chats = conn.execute(
+                select(m.chats.c.chat_key, m.chats.c.message_count).where(
+                    m.chats.c.organization_id == ctx.organization_id
+                )
+            ).all()
             assert [tuple(c) for c in chats if c[0] == to] == [(to, 2)]
-            assert conn.execute(select(func.count()).select_from(m.contacts)).scalar_one() == 1
+            contacts = select(func.count()).where(m.contacts.c.organization_id == ctx.organization_id)
+            assert conn.execute(contacts).scalar_one() == 1
             # Counted once: the batch that lost the race counted nothing when it ran again.
             org = select(m.organizations.c.chat_count).where(m.organizations.c.id == ctx.organization_id)
             assert conn.execute(org).scalar_one() == 1
@@ -174,6 +184,49 @@ def test_on_postgresql_a_batch_reads_its_lookups_in_one_round_trip(postgres_data
         assert len(waits) == 3 and len(commits) == 1, "\n".join("\t".join(f[3:])[:100] for f in sent)
         assert waits[0] < selects[0] and selects[-1] < waits[1], "every SELECT went out before the lookups' wait"
     finally:
+        engine.dispose()
+        for f in files:
+            f.close()
+
+
+def test_the_writers_batch_on_postgresql_is_two_round_trips(postgres_database: str, tmp_path: Path) -> None:
+    """Through the writer's held connection a batch of sends waits for the server twice: BEGIN goes out with
+    the lookups, COMMIT with the writes (the driver's own BEGIN and COMMIT each waited a round trip)."""
+    urls = database_urls(postgres_database)
+    upgrade(urls)
+    engine = make_sync_engine(urls)
+    trace = tmp_path / "libpq.trace"
+    files: list[Any] = []
+    held = HeldConnection(engine)
+    try:
+        ctx = _context(engine, "two-trips", "+15550008866")
+        known = [f"+1555070{i:04d}" for i in range(3)]
+        assert all(ok for ok, _ in run_units(engine, [_send(ctx, to, "first", None) for to in known]))
+        engine.dispose()
+
+        def traced(dbapi: Any, _rec: Any) -> None:
+            files.append(trace.open("w"))
+            dbapi.pgconn.trace(files[-1].fileno())
+
+        event.listen(engine, "connect", traced)
+        units = [_send(ctx, to, "again", None) for to in known] + [_send(ctx, "+15550800001", "new", "k-new")]
+        assert [o.status for _, o in run_units(held, units)] == [202] * 4
+        for f in files:
+            f.flush()
+        sent = [line.split("\t") for line in trace.read_text().splitlines() if "\tF\t" in line]
+        shown = "\n".join("\t".join(f[3:])[:90] for f in sent)
+        waits = [i for i, f in enumerate(sent) if f[3].startswith(("Sync", "Query"))]
+        assert len(waits) == 2, shown
+        statements = [(i, f[4]) for i, f in enumerate(sent) if f[3].startswith("Parse")]
+        assert statements[0][1].startswith(' "" "BEGIN"') and statements[-1][1].startswith(' "" "COMMIT"'), shown
+        selects = [i for i, text in statements if '"SELECT' in text]
+        writes = [i for i, text in statements if '"INSERT' in text or '"UPDATE' in text]
+        assert max(selects) < waits[0] < min(writes) and max(writes) < waits[1], shown
+        with engine.connect() as conn:  # committed: read from another connection
+            mine = select(func.count()).where(m.messages.c.organization_id == ctx.organization_id)
+            assert conn.execute(mine).scalar_one() == 7
+    finally:
+        held.close()
         engine.dispose()
         for f in files:
             f.close()

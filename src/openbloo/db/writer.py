@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from openbloo.db.batch import Batch, Lookups, Unit, UnitWithLookups, _WroteThenFailed
+from openbloo.db.batch import Batch, Lookups, Unit, UnitWithLookups, _WroteThenFailed, deferred_begin
 from openbloo.db.engine import WalCheckpointer, sqlite_file, write_lock, write_lock_if_free
 from openbloo.db.wakeups import notify_sqlite
 from openbloo.errors import ApiError
@@ -55,6 +55,7 @@ class HeldConnection:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.database = sqlite_file(engine)  # found once: the wake-ups after each batch name it
+        self._postgres = engine.dialect.name == "postgresql"
         self._conn: Connection | None = None
         self._used = 0.0
 
@@ -65,8 +66,10 @@ class HeldConnection:
         if conn is None or conn.closed or conn.invalidated or now - self._used > self.IDLE_SECONDS:
             self.close()
             conn = self._conn = self.engine.connect()
+            if self._postgres:  # the batch opens and ends its transaction itself (batch.deferred_begin)
+                conn = self._conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
-            with conn.begin():
+            with conn.begin(), deferred_begin(conn) if self._postgres else contextlib.nullcontext():
                 yield conn
         except BaseException:
             self.close()
@@ -101,7 +104,7 @@ def run_units(
             batch = Batch(conn)
             _load_lookups(batch, units)
             outcomes = [batch._run_unit(u) for u in units]
-            batch.flush()
+            batch.flush(commit=True)
             hooks = batch._commit_hooks()
             signals = batch._signals_after_commit()
     except _WroteThenFailed as failed:
