@@ -1,0 +1,138 @@
+"""Chats, the conversations of a chat on each sender number, and their messages, reactions and opt-outs."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    literal_column,
+    text,
+)
+
+from openbloo.db.models.base import OptionalJSON, SeqType, epoch_ms, metadata
+
+chats = Table(
+    "chats",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    # The API's chat id: the counterpart's E.164 / e-mail, or the group id.
+    Column("chat_key", String(400), nullable=False),
+    Column("type", String(10), nullable=False),
+    Column("contact_id", String(40), ForeignKey("contacts.id"), nullable=True),
+    Column("group_id", String(40), ForeignKey("groups.id"), nullable=True),
+    # Sticky sender: the number this chat last used, in either direction.
+    Column("last_number_id", String(40), ForeignKey("numbers.id"), nullable=True),
+    Column("message_count", BigInteger, nullable=False, default=0),
+    Column("inbound_count", BigInteger, nullable=False, default=0),
+    Column("outbound_count", BigInteger, nullable=False, default=0),
+    epoch_ms("first_message_time"),
+    epoch_ms("last_message_time"),
+    epoch_ms("last_inbound_time"),
+    epoch_ms("last_outbound_time"),
+    Column("last_message_id", String(40), nullable=True),
+    Column("last_message_text", Text, nullable=True),
+    Column("last_message_direction", String(10), nullable=True),
+    epoch_ms("created_at", nullable=False),
+    UniqueConstraint("organization_id", "chat_key"),
+    Index("ix_chats_org_recent", "organization_id", "last_message_time", "created_at"),
+)
+
+# One chat on one sender number: the unit of delivery order and of the per-number rules. A row exists once a
+# message was sent or received on it (so "no row" is the new-conversation and first-message test), and
+# ``inbound_count`` feeds the inbound-only plan. Sends do not update this row: the dispatcher leases it, and
+# on PostgreSQL every send's counter update waited for the lease holder's transaction.
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("chat_id", String(40), ForeignKey("chats.id"), nullable=False),
+    Column("number_id", String(40), ForeignKey("numbers.id"), nullable=False),
+    Column("inbound_count", BigInteger, nullable=False, default=0),
+    # Delivery lease (dispatcher): one worker owns a conversation at a time, which keeps its order.
+    Column("lease_owner", String(64), nullable=True),
+    epoch_ms("lease_until"),
+    epoch_ms("created_at", nullable=False),
+    # The device's own id for this 1:1 chat (BlueBubbles ``iMessage;-;+1555…`` or ``any;-;+1555…``), learnt
+    # from the device; sends go to the chat the device really uses. Groups keep theirs in ``groups.chat_guid``.
+    Column("device_chat_guid", String(255), nullable=True),
+    UniqueConstraint("chat_id", "number_id"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("chat_id", String(40), ForeignKey("chats.id"), nullable=False),
+    Column("conversation_id", String(40), ForeignKey("conversations.id"), nullable=True),
+    Column("number_id", String(40), ForeignKey("numbers.id"), nullable=True),
+    Column("api_key_id", String(40), nullable=True),
+    Column("group_id", String(40), nullable=True),
+    Column("direction", String(10), nullable=False),
+    Column("status", String(30), nullable=False),
+    Column("protocol", String(20), nullable=False),
+    Column("text", Text, nullable=True),
+    Column("attachments", OptionalJSON, nullable=True),
+    Column("parts", OptionalJSON, nullable=True),
+    Column("effect", String(30), nullable=True),
+    Column("reply_to", OptionalJSON, nullable=True),
+    Column("link_preview", OptionalJSON, nullable=True),
+    Column("metadata", OptionalJSON, nullable=True),
+    # Send options the transport needs (share_contact, use_typing_indicator, mention, balloon mode ...).
+    Column("options", OptionalJSON, nullable=True),
+    Column("sender", String(320), nullable=True),
+    Column("error", Text, nullable=True),
+    # The device's / provider's id for the message (iMessage GUID, Twilio SID): replies and callbacks match on it.
+    Column("provider_id", String(255), nullable=True, index=True),
+    epoch_ms("time_sent", nullable=False),
+    epoch_ms("time_delivered"),
+    epoch_ms("time_read"),
+    epoch_ms("created_at", nullable=False),
+    Index("ix_messages_chat_time", "chat_id", "time_sent", "seq"),
+    # Restart recovery looks for messages left "sent" (receipts to re-arm), and only for those: a partial
+    # index holds just them, so the status changes of every other message write no index entry.
+    Index(
+        "ix_messages_sent",
+        "status",
+        sqlite_where=text("status = 'sent'"),
+        postgresql_where=text("status = 'sent'"),
+    ),
+    # One device message is one openbloo message: devices repeat their news (BlueBubbles sends
+    # ``new-message`` twice, the reconciler re-reads what webhooks brought), and racing writers of the same
+    # device id fail at flush and are re-run, which then finds the stored row.
+    Index("ix_messages_number_provider", "number_id", "provider_id", unique=True),
+)
+# "This message is sent", as the partial index ix_messages_sent is defined: SQLite (and PostgreSQL's generic
+# plans) use a partial index only for a query whose WHERE names the same literal, not a bound parameter.
+MESSAGE_IS_SENT = messages.c.status == literal_column("'sent'")
+
+# Recipients who asked a number to stop messaging them (SMS STOP; written by the transports that learn it).
+# A send to an opted-out handle on that number is refused with 403 ``recipient_opted_out``.
+opt_outs = Table(
+    "opt_outs",
+    metadata,
+    Column("number_id", String(40), ForeignKey("numbers.id", ondelete="CASCADE"), primary_key=True),
+    Column("handle", String(320), primary_key=True),
+    epoch_ms("opted_out_at", nullable=False),
+)
+
+reactions = Table(
+    "reactions",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("message_id", String(40), ForeignKey("messages.id"), nullable=False, index=True),
+    Column("reaction", String(64), nullable=False),
+    Column("is_added", Boolean, nullable=False),
+    Column("sender", String(320), nullable=True),
+    epoch_ms("time_sent", nullable=False),
+)
