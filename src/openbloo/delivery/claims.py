@@ -145,33 +145,11 @@ _PROVIDER_IDS = InList(
 )
 
 
-# A claim looks at this many of the oldest due jobs per conversation it may lease: a conversation with many
-# due jobs fills the look with its own, and the claim then leases fewer conversations than it could.
-SCAN_PER_CONVERSATION = 4
-
-
-def may_have_left_some(claimed: list[ClaimedConversation], limit: int) -> bool:
-    """Whether conversations with due jobs may remain after a claim of ``limit`` that returned ``claimed``: it
-    leased as many as it could, or a claimed conversation's jobs may have filled its look at the due jobs."""
-    limit = max(1, min(limit, MAX_IN))
-    return (
-        len(claimed) >= limit
-        or any(c.truncated for c in claimed)
-        or sum(len(c.jobs) for c in claimed) >= limit * SCAN_PER_CONVERSATION
-    )
-
-
 def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: int = 100) -> Callable[[Batch], Any]:
     limit = max(1, min(limit, MAX_IN))
 
     def unit(batch: Batch) -> list[ClaimedConversation]:
-        lease = {
-            "b_now": now,
-            "b_scan": limit * SCAN_PER_CONVERSATION,
-            "b_limit": limit,
-            "b_worker": worker,
-            "b_until": now + lease_ms,
-        }
+        lease = {"b_now": now, "b_scan": limit * 4, "b_limit": limit, "b_worker": worker, "b_until": now + lease_ms}
         if batch.is_postgres:
             conv_ids = [r[0] for r in batch.all(_LEASE_DUE, lease)]
         else:  # one process owns a SQLite file's queue, and its statements are calls, not round trips

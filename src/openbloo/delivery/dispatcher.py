@@ -21,7 +21,7 @@ from typing import Any
 from openbloo.db.batch import Batch
 from openbloo.db.writer import Writer
 from openbloo.delivery import jobs
-from openbloo.delivery.claims import ClaimedConversation, claim, may_have_left_some
+from openbloo.delivery.claims import ClaimedConversation, claim
 from openbloo.delivery.state import apply_update, load_state, load_states
 from openbloo.devices.health import HealthRecorder
 from openbloo.devices.optouts import OPTED_OUT_ERRORS, record_opt_out
@@ -178,17 +178,13 @@ class Dispatcher:
                     continue
                 self._wake.clear()
                 wakes = self._wakes
-                limit = min(free, 256)
-                claimed = await self.claims.run(claim(self.worker_id, now_ms(), self.lease_ms, limit))
+                claimed = await self.claims.run(claim(self.worker_id, now_ms(), self.lease_ms, min(free, 256)))
                 for conv in claimed:
                     self._active += 1
                     task = asyncio.create_task(self._process(conv))
                     self._tasks.add(task)
                     task.add_done_callback(functools.partial(self._done, wakes))
-                # Claim again at once only if the claim may have left due conversations (or news came during it):
-                # after every claim that found work the next one found nothing, about one a message
-                # (docs/benchmarks.md, change 52). Otherwise wait for news; the poll finds retries come due.
-                if not may_have_left_some(claimed, limit):
+                if not claimed:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), poll)
             except asyncio.CancelledError:
