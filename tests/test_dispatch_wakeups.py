@@ -37,6 +37,7 @@ async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
         simulator_delivery_ms=0,
         simulator_read_ms=0,
         dispatcher_poll_seconds=60.0,  # a job left for the poll misses every deadline below
+        dispatcher_concurrency=8,  # claims of 8 conversations, looking at their 32 oldest due jobs
     )
     rt = Runtime.create(settings)
     rt.start()
@@ -101,5 +102,31 @@ async def test_jobs_queued_while_their_conversation_is_held_are_sent_without_the
             await asyncio.sleep(0.01)  # the 30 are claimed and going out one after another
             await runtime.writer.run(_send(runtime, ctx, to, "late"))
             await _all_final(runtime, 31 * (round_ + 1), timeout=10)
+    finally:
+        await workers.stop()
+
+
+async def test_a_conversation_filling_a_claims_look_does_not_hide_the_others(runtime: Runtime) -> None:
+    """40 due jobs of one chat are the oldest: a claim's look at the 32 oldest due jobs leases that chat
+    alone. The dispatcher claims again at once and finds the next chat, long before the first is done."""
+    ctx = _context(runtime)
+    for i in range(40):
+        await runtime.writer.run(_send(runtime, ctx, "+15550203333", f"m{i}"))
+    await runtime.writer.run(_send(runtime, ctx, "+15550204444", "the other chat"))
+    workers = Workers(runtime)
+    await workers.start()
+    try:
+        other = select(m.messages.c.status).where(m.messages.c.text == "the other chat")
+        first_chat_final = select(func.count()).where(m.messages.c.text.like("m%"), m.messages.c.status.in_(FINAL))
+        started = time.monotonic()
+        while True:
+            with runtime.engine.connect() as conn:
+                if conn.execute(other).scalar_one() in FINAL:
+                    done_before = conn.execute(first_chat_final).scalar_one()
+                    break
+            assert time.monotonic() - started < 10, "the other chat waited for the poll"
+            await asyncio.sleep(0.01)
+        assert done_before < 40, "the other chat waited for the first chat's 40 jobs"
+        await _all_final(runtime, 41, timeout=20)
     finally:
         await workers.stop()
