@@ -63,18 +63,8 @@ def postgres_database() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL is required in CI but not reachable at {PG_URL}: {problem}")
         pytest.skip(f"PostgreSQL not reachable at {PG_URL} ({problem}); set OPENBLOO_TEST_POSTGRES_URL to run these")
-    import psycopg
-
-    name = f"openbloo_test_{secrets.token_hex(4)}"
-    admin = _pg_admin_url()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_postgres_database(_pg_admin_url(), "openbloo_test") as url:
+        yield url
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ in-flight marker and the start time of that attempt."""
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +16,7 @@ from openbloo.db.engine import make_sync_engine
 from openbloo.db.migrate import upgrade
 from openbloo.db.writer import run_units
 from openbloo.delivery.claims import claim
-from tests.conftest import _pg_admin_url
+from tests.conftest import own_postgres_database
 from tests.test_batch_lookups import _context, _send
 
 WORKER = "test-claimer"
@@ -26,17 +25,8 @@ WORKER = "test-claimer"
 @pytest.fixture
 def own_database(postgres_database: str) -> Iterator[str]:
     """A database of this test's alone: a claim leases every due conversation it finds, other tests' too."""
-    import psycopg
-
-    name = f"openbloo_claims_{secrets.token_hex(4)}"
-    admin = _pg_admin_url()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{postgres_database.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_postgres_database(postgres_database, "openbloo_claims") as url:
+        yield url
 
 
 def test_a_claim_on_postgresql_leases_reads_and_starts_the_first_jobs(own_database: str) -> None:
