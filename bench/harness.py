@@ -36,6 +36,23 @@ def resident_kb(by_process: dict[str, tuple[int, int]]) -> int:
     return sum(anon + file for anon, file in by_process.values())
 
 
+def local_postgres_cpu_seconds() -> float:
+    """user + system CPU time so far of the local PostgreSQL server's processes (its backends, WAL writer,
+    checkpointer ...): what openbloo's statements cost the database, which is spent outside openbloo's
+    processes. The harness's PostgreSQL runs use the server on this machine, and nothing else uses it then."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition(" (")[2].rpartition(") ")
+        if name == "postgres":
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 

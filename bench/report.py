@@ -52,7 +52,7 @@ def accept_section(rounds: list[list[dict[str, Any]]]) -> str:
         rows = []
         for r in runs:
             if r.get("skipped"):
-                rows.append([r["stack"], "not run: " + r["skipped"], "", "", "", "", "", "", "", ""])
+                rows.append([r["stack"], "not run: " + r["skipped"], "", "", "", "", "", "", "", "", ""])
                 continue
             acc = r.get("accepted_per_s")
             rows.append(
@@ -67,6 +67,7 @@ def accept_section(rounds: list[list[dict[str, Any]]]) -> str:
                     r.get("lat_max_ms"),
                     _errors(r),
                     r.get("cpu_us_per_accepted"),
+                    r.get("postgres_cpu_us_per_accepted"),
                 ]
             )
         title = f"Round {i}" if len(rounds) > 1 else ""
@@ -82,6 +83,7 @@ def accept_section(rounds: list[list[dict[str, Any]]]) -> str:
                 "max ms",
                 "errors",
                 "server CPU µs / accepted",
+                "PostgreSQL CPU µs / accepted",
             ],
             rows,
         )

@@ -39,12 +39,22 @@ def test_accept_table_shows_ratios_to_kannel_and_the_naive_floor() -> None:
         {"stack": "Kannel", "peer": "kannel", "accepted_per_s": 10000.0, "lat_p99_ms": 3.0},
         {"stack": "naive", "peer": "floor-naive", "accepted_per_s": 4000.0},
         {"stack": "openbloo", "accepted_per_s": 5000.0, "non2xx_by_status": {"429": 3}, "socket_errors": 1},
+        {
+            "stack": "on pg",
+            "accepted_per_s": 900.0,
+            "cpu_us_per_accepted": 1045.2,
+            "postgres_cpu_us_per_accepted": 812.5,
+        },
         {"stack": "Litestar", "peer": "floor-litestar", "skipped": "no floor venv"},
     ]
     table = accept_section([runs])
     row = next(line for line in table.splitlines() if line.startswith("| openbloo"))
     assert "| 0.50 | 1.25 |" in row
     assert "429: 3, socket: 1" in row
+    assert row.endswith("| – | – |")  # no CPU figures measured, and no PostgreSQL
+    on_pg = next(line for line in table.splitlines() if line.startswith("| on pg"))
+    assert on_pg.endswith("| 1,045.2 | 812.5 |")
+    assert all(line.count("|") == table.splitlines()[0].count("|") for line in table.splitlines())
     assert "not run: no floor venv" in table
     text = render({"command": "python -m bench run", "machine": {"cores": 2}, "accept": [runs], "notes": ["x"]})
     assert "## Accepted sends" in text and "- x" in text
@@ -379,3 +389,15 @@ def test_an_e2e_row_of_the_baseline_tree_says_so() -> None:
     row = {"store": "pg", "offered_per_s": 184.3, "accept_to_simulator_ms": {"p50": 7.4}}
     table = report.e2e_section([row, {**row, "baseline": True}])
     assert "| pg | " in table and "| pg (baseline tree) | " in table
+
+
+def test_the_local_postgresql_servers_cpu_is_read_from_its_processes(postgres_database: str) -> None:
+    """What the database spends on openbloo's statements is measured where it is spent: in the server's
+    processes, which a busy query makes busier."""
+    import psycopg
+    from bench.harness import local_postgres_cpu_seconds
+
+    before = local_postgres_cpu_seconds()
+    with psycopg.connect(postgres_database) as conn:
+        conn.execute("SELECT count(*) FROM generate_series(1, 20000000)").fetchone()
+    assert local_postgres_cpu_seconds() - before >= 0.2
