@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from openbloo.config import database_urls
 from openbloo.db import models as m
 from openbloo.db.engine import make_sync_engine
 from openbloo.db.migrate import upgrade
-from openbloo.db.writer import HeldConnection, run_units
+from openbloo.db.writer import run_units
 from openbloo.delivery.claims import claim
 from tests.conftest import own_postgres_database
 from tests.test_batch_lookups import _context, _send
@@ -76,48 +74,3 @@ def test_a_claim_on_postgresql_leases_reads_and_starts_the_first_jobs(own_databa
         assert {cid for cid, owner in leases if owner == WORKER} == set(mine)
     finally:
         engine.dispose()
-
-
-def test_a_claim_through_the_claims_writer_waits_for_the_server_three_times(own_database: str, tmp_path: Path) -> None:
-    """BEGIN goes out with the lease, the pending jobs are read (and locked), and the first jobs' start goes
-    out with the COMMIT: three round trips for a claim that found work, one fewer than reading the started
-    jobs back before committing."""
-    urls = database_urls(own_database)
-    upgrade(urls)
-    engine = make_sync_engine(urls)
-    held = HeldConnection(engine)
-    trace = tmp_path / "libpq.trace"
-    files: list[Any] = []
-    try:
-        ctx = _context(engine)
-        outcomes = run_units(engine, [_send(ctx, f"+1555061{i:04d}", "hello", None) for i in range(2)])
-        ids = {json.loads(o.body)["message_id"] for _, o in outcomes}
-        engine.dispose()  # the next connection is traced from its start
-
-        def traced(dbapi: Any, _rec: Any) -> None:
-            files.append(trace.open("w"))
-            dbapi.pgconn.trace(files[-1].fileno())
-
-        event.listen(engine, "connect", traced)
-        [(ok, claimed)] = run_units(held, [claim(WORKER, 10**13, 60_000, 256)])
-        assert ok, claimed
-        assert {c.jobs[0].outgoing.message_id for c in claimed} == ids and all(c.head_started for c in claimed)
-        for f in files:
-            f.flush()
-        sent = [line.split("\t") for line in trace.read_text().splitlines() if "\tF\t" in line]
-        shown = "\n".join("\t".join(f[3:])[:90] for f in sent)
-        waits = [i for i, f in enumerate(sent) if f[3].startswith(("Sync", "Query"))]
-        statements = [(i, f[4]) for i, f in enumerate(sent) if f[3].startswith(("Parse", "Query"))]
-        assert len(waits) == 3, shown
-        assert statements[-1][1].startswith(' "" "COMMIT"') and waits[-1] > statements[-1][0], shown
-        starts = [i for i, text in statements if '"UPDATE delivery_jobs' in text]
-        assert len(starts) == 1 and waits[1] < starts[0] < waits[2], shown
-        with engine.connect() as conn:  # committed: started, read from another connection
-            j = m.delivery_jobs
-            started = conn.execute(select(j.c.message_id).where(j.c.lease_owner == WORKER)).scalars().all()
-        assert set(started) == ids
-    finally:
-        held.close()
-        engine.dispose()
-        for f in files:
-            f.close()

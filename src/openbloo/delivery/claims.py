@@ -132,15 +132,13 @@ _PENDING_JOBS = InList(
         .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
         .where(_j.c.conversation_id.in_(ids), m.JOB_IS_PENDING)
         .order_by(_j.c.seq)
-        # PostgreSQL: the jobs read stay as read until the claim commits (another process's cancel waits for
-        # it), so the first ones can be started without reading them back. SQLite: the write lock does that.
-        .with_for_update(of=_j)
     )
 )
 # The claim starts the first due job of each conversation itself, as mark_attempt would right after it:
-# the in-flight marker is committed before the hand-off either way, with one unit of work fewer. Queued to
-# the flush, it goes out with the COMMIT (one round trip; docs/benchmarks.md, change 53).
-_START_HEADS = InList(lambda seqs: update(_j).where(_j.c.seq.in_(seqs), m.JOB_IS_PENDING).values(ATTEMPT_STARTED))
+# the in-flight marker is committed before the hand-off either way, with one unit of work fewer.
+_START_HEADS = InList(
+    lambda seqs: update(_j).where(_j.c.seq.in_(seqs), m.JOB_IS_PENDING).values(ATTEMPT_STARTED).returning(_j.c.seq)
+)
 _REPLY_TO = 13  # the position of messages.reply_to in _PENDING_JOBS's rows
 _PROVIDER_IDS = InList(
     lambda ids: select(_msg.c.id, _msg.c.provider_id).where(_msg.c.id.in_(ids), _msg.c.provider_id.is_not(None))
@@ -216,14 +214,18 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
             jobs.append(
                 Job(seq, conv_id, number_id, transport, attempts, next_attempt_at, lease_owner is not None, outgoing)
             )
-        started = {jobs[0].seq for jobs in grouped.values() if jobs and jobs[0].next_attempt_at <= now}
-        for chunk in InList.chunks(sorted(started)):
-            stmt, params = _START_HEADS(chunk, {"b_worker": worker, "b_now": now})
-            batch.execute_later(stmt, stmt, params, 0)
-        return [
-            ClaimedConversation(cid, tuple(jobs), bool(jobs) and jobs[0].seq in started, cid in truncated)
-            for cid, jobs in grouped.items()
-        ]
+        heads = [jobs[0].seq for jobs in grouped.values() if jobs and jobs[0].next_attempt_at <= now]
+        started: set[int] = set()
+        if heads:
+            started = {r[0] for r in batch.all(*_START_HEADS(heads, {"b_worker": worker, "b_now": now}))}
+        claimed = []
+        for cid, jobs in grouped.items():
+            if jobs and jobs[0].seq in heads and jobs[0].seq not in started:
+                jobs = jobs[1:]  # cancelled since it was read (PostgreSQL: another process's cancel committed)
+            claimed.append(
+                ClaimedConversation(cid, tuple(jobs), bool(jobs) and jobs[0].seq in started, cid in truncated)
+            )
+        return claimed
 
     return unit
 
