@@ -1,11 +1,13 @@
 """On PostgreSQL a claim leases the conversations (FOR UPDATE SKIP LOCKED), reads their pending jobs as they
 were, in acceptance order, and starts each one's first due job; a job whose worker died mid-send keeps its
-in-flight marker and the start time of that attempt."""
+in-flight marker and the start time of that attempt. A cancel that a claim overtakes is refused."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -15,7 +17,9 @@ from openbloo.db import models as m
 from openbloo.db.engine import make_sync_engine
 from openbloo.db.migrate import upgrade
 from openbloo.db.writer import run_units
+from openbloo.delivery import jobs
 from openbloo.delivery.claims import claim
+from openbloo.errors import ApiError
 from tests.conftest import own_postgres_database
 from tests.test_batch_lookups import _context, _send
 
@@ -72,5 +76,39 @@ def test_a_claim_on_postgresql_leases_reads_and_starts_the_first_jobs(own_databa
         assert rows[ids[1]].attempts == 1 and rows[ids[1]].updated_at != 1234
         assert all(rows[later].lease_owner is None and rows[later].attempts == 0 for later in ids[3:])
         assert {cid for cid, owner in leases if owner == WORKER} == set(mine)
+    finally:
+        engine.dispose()
+
+
+def test_a_cancel_that_a_claim_overtakes_is_refused_not_applied(own_database: str) -> None:
+    """The cancel reads the job as nobody's, then a worker's claim starts it (commits first): the cancel's
+    update finds the job started, and the message is refused as being sent instead of marked cancelled while
+    a device has it."""
+    urls = database_urls(own_database)
+    upgrade(urls)
+    engine = make_sync_engine(urls)
+    try:
+        ctx = _context(engine)
+        [(_, outcome)] = run_units(engine, [_send(ctx, "+15550620001", "hello", None)])
+        mid = json.loads(outcome.body)["message_id"]
+        j = m.delivery_jobs
+        result: list[Any] = []
+        with engine.connect() as claimer:
+            with claimer.begin():
+                # The claim's start, not committed yet: the cancel below reads the job as it was before it.
+                claimer.execute(update(j).where(j.c.message_id == mid).values(lease_owner=WORKER, attempts=1))
+                cancel = jobs.cancel(ctx.organization_id, mid, lambda *_: True, 10**13)
+                thread = threading.Thread(target=lambda: result.extend(run_units(engine, [cancel])))
+                thread.start()
+                thread.join(1.0)  # it waits for the claim's row lock
+                assert thread.is_alive() and not result
+            thread.join(10)
+        [(ok, error)] = result
+        assert not ok and isinstance(error, ApiError) and error.status == 409, error
+        assert error.code == "message_not_cancellable"
+        with engine.connect() as conn:
+            job = conn.execute(select(j.c.state, j.c.lease_owner).where(j.c.message_id == mid)).one()
+            status = conn.execute(select(m.messages.c.status).where(m.messages.c.id == mid)).scalar_one()
+        assert tuple(job) == ("pending", WORKER) and status == "queued"
     finally:
         engine.dispose()

@@ -275,11 +275,17 @@ def cancel(
             raise ApiError(
                 409, "message_not_cancellable", f"Message {message_id} is {row.status} and can no longer be cancelled"
             )
-        batch.conn.execute(
+        # Still nobody's, as the UPDATE finds it: a worker's claim that started the job after the read above
+        # (PostgreSQL: another process's commit) has handed it to a device, and it is no longer cancellable.
+        started = batch.conn.execute(
             update(_j)
-            .where(and_(_j.c.seq == row.seq, _j.c.state == "pending"))
+            .where(and_(_j.c.seq == row.seq, _j.c.state == "pending", _j.c.lease_owner.is_(None)))
             .values(state="cancelled", updated_at=now)
         )
+        if started.rowcount != 1:
+            raise ApiError(
+                409, "message_not_cancellable", f"Message {message_id} is being sent and can no longer be cancelled"
+            )
         batch.conn.execute(update(_msg).where(_msg.c.id == message_id).values(status="cancelled"))
         return {"message_id": message_id, "cancelled": True, "status": "cancelled"}
 
