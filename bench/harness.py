@@ -36,20 +36,26 @@ def resident_kb(by_process: dict[str, tuple[int, int]]) -> int:
     return sum(anon + file for anon, file in by_process.values())
 
 
+def stat_cpu(pid: int | str) -> tuple[str, int]:
+    """The command name and the user + system CPU ticks so far of ``/proc/PID/stat``; raises OSError when the
+    process is gone."""
+    name, _, rest = Path(f"/proc/{pid}/stat").read_text().partition(" (")[2].rpartition(") ")
+    fields = rest.split()  # from the state on: utime and stime are the 12th and 13th
+    return name, int(fields[11]) + int(fields[12])
+
+
 def local_postgres_cpu_seconds() -> float:
     """user + system CPU time so far of the local PostgreSQL server's processes (its backends, WAL writer,
     checkpointer ...): what openbloo's statements cost the database, which is spent outside openbloo's
     processes. The harness's PostgreSQL runs use the server on this machine, and nothing else uses it then."""
     total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            text = stat.read_text()
+            name, ticks = stat_cpu(proc.name)
         except OSError:
             continue
-        name, _, rest = text.partition(" (")[2].rpartition(") ")
         if name == "postgres":
-            fields = rest.split()
-            total += int(fields[11]) + int(fields[12])
+            total += ticks
     return total / CLK_TCK
 
 
@@ -104,11 +110,8 @@ class Proc:
         """user + system CPU time of the process and its live descendants (all their threads) so far."""
         total = 0
         for pid in self.tree():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
+            with contextlib.suppress(OSError):
+                total += stat_cpu(pid)[1]
         return total / CLK_TCK
 
     def rss_kb(self) -> int:

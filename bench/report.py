@@ -44,6 +44,21 @@ def _peer_rates(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {r["peer"]: r.get("accepted_per_s") for r in runs if r.get("peer") and not r.get("skipped")}
 
 
+_ACCEPT_HEADERS = [
+    "stack",
+    "accepted/s",
+    "× Kannel",
+    "× naive floor",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "errors",
+    "server CPU µs / accepted",
+    "PostgreSQL CPU µs / accepted",
+]
+
+
 def accept_section(rounds: list[list[dict[str, Any]]]) -> str:
     out = []
     for i, runs in enumerate(rounds, 1):
@@ -52,7 +67,7 @@ def accept_section(rounds: list[list[dict[str, Any]]]) -> str:
         rows = []
         for r in runs:
             if r.get("skipped"):
-                rows.append([r["stack"], "not run: " + r["skipped"], "", "", "", "", "", "", "", "", ""])
+                rows.append([r["stack"], "not run: " + r["skipped"]] + [""] * (len(_ACCEPT_HEADERS) - 2))
                 continue
             acc = r.get("accepted_per_s")
             rows.append(
@@ -71,22 +86,7 @@ def accept_section(rounds: list[list[dict[str, Any]]]) -> str:
                 ]
             )
         title = f"Round {i}" if len(rounds) > 1 else ""
-        table = _table(
-            [
-                "stack",
-                "accepted/s",
-                "× Kannel",
-                "× naive floor",
-                "p50 ms",
-                "p95 ms",
-                "p99 ms",
-                "max ms",
-                "errors",
-                "server CPU µs / accepted",
-                "PostgreSQL CPU µs / accepted",
-            ],
-            rows,
-        )
+        table = _table(_ACCEPT_HEADERS, rows)
         out.append((f"**{title}**\n\n" if title else "") + table)
     if len(rounds) > 1:
         out.append(f"**Median of the {len(rounds)} rounds** (each ratio taken within its round)\n\n" + _medians(rounds))

@@ -248,6 +248,9 @@ def cancel(
 ) -> Callable[[Batch], Any]:
     """DECISIONS.md §13: a still-queued message is cancelled; one handed to the transport is 409."""
 
+    def refused(why: str) -> ApiError:
+        return ApiError(409, "message_not_cancellable", f"Message {message_id} is {why} and can no longer be cancelled")
+
     def unit(batch: Batch) -> dict[str, Any]:
         row = batch.conn.execute(
             select(
@@ -272,9 +275,7 @@ def cancel(
             or row.state != "pending"
             or row.lease_owner is not None
         ):
-            raise ApiError(
-                409, "message_not_cancellable", f"Message {message_id} is {row.status} and can no longer be cancelled"
-            )
+            raise refused(row.status)
         # Still nobody's, as the UPDATE finds it: a worker's claim that started the job after the read above
         # (PostgreSQL: another process's commit) has handed it to a device, and it is no longer cancellable.
         started = batch.conn.execute(
@@ -283,9 +284,7 @@ def cancel(
             .values(state="cancelled", updated_at=now)
         )
         if started.rowcount != 1:
-            raise ApiError(
-                409, "message_not_cancellable", f"Message {message_id} is being sent and can no longer be cancelled"
-            )
+            raise refused("being sent")
         batch.conn.execute(update(_msg).where(_msg.c.id == message_id).values(status="cancelled"))
         return {"message_id": message_id, "cancelled": True, "status": "cancelled"}
 
