@@ -47,7 +47,9 @@ def stat_cpu(pid: int | str) -> tuple[str, int]:
 def local_postgres_cpu_seconds() -> float:
     """user + system CPU time so far of the local PostgreSQL server's processes (its backends, WAL writer,
     checkpointer ...): what openbloo's statements cost the database, which is spent outside openbloo's
-    processes. The harness's PostgreSQL runs use the server on this machine, and nothing else uses it then."""
+    processes. The harness's PostgreSQL runs use the server on this machine, and nothing else uses it then.
+    Only live processes count: a backend whose connection closed within the measured window takes its time
+    with it (the deployments keep theirs open for the run)."""
     total = 0
     for proc in Path("/proc").glob("[0-9]*"):
         try:
