@@ -12,6 +12,9 @@ from bench import scenarios as sc
 from bench.report import accept_section, render
 from bench.stats import percentile, ratio, summarize
 
+# The load runs drive wrk (bench/README.md); a machine without it skips them, as the bench itself refuses to run.
+needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (Debian package 'wrk')")
+
 
 def test_percentile_is_nearest_rank() -> None:
     values = sorted(float(v) for v in range(1, 101))  # 1..100
@@ -60,7 +63,7 @@ def test_accept_table_shows_ratios_to_kannel_and_the_naive_floor() -> None:
     assert "## Accepted sends" in text and "- x" in text
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (Debian package 'wrk')")
+@needs_wrk
 def test_a_two_second_accept_run_reports_accepted_sends_and_their_rows(tmp_path: Path) -> None:
     ctx = sc.Ctx(
         out=tmp_path,
@@ -377,6 +380,7 @@ def test_a_base_tree_is_labelled_by_where_its_serve_runs_the_workers(tmp_path: P
     assert not sc.serves_workers_apart(tmp_path)
 
 
+@needs_wrk
 def test_a_drain_run_delivers_the_whole_backlog_and_reports_its_cost_per_message(tmp_path: Path) -> None:
     from bench.drain import drain_once
 
