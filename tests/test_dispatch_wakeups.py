@@ -4,62 +4,30 @@ for the poll: with a poll of a minute, every job below is sent within seconds or
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from openbloo.account.numbers import add_number
-from openbloo.addressing import parse_chat_id
-from openbloo.auth.context import AuthContext, pool_number, pool_query
-from openbloo.auth.keys import create_key
 from openbloo.db import models as m
-from openbloo.db.writer import run_unit
-from openbloo.messages.planner import plan_send
-from openbloo.messages.rules import validate_send
-from openbloo.messages.wire import decode_send_body
 from openbloo.runtime import Runtime
 from openbloo.workers import Workers
-from tests.conftest import server_settings
+from tests.helpers import planned_send, runtime_context, started_runtime
 
 FINAL = ("delivered", "read", "failed")
 
 
 @pytest.fixture
 async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
-    settings = server_settings(
+    async with started_runtime(
         f"sqlite:///{tmp_path / 'wakeups.db'}",
-        simulator_state=str(tmp_path / "simulator.db"),
-        simulator_delivery_ms=0,
-        simulator_read_ms=0,
+        tmp_path,
         dispatcher_poll_seconds=60.0,  # a job left for the poll misses every deadline below
         dispatcher_concurrency=8,  # claims of 8 conversations, looking at their 32 oldest due jobs
-    )
-    rt = Runtime.create(settings)
-    rt.start()
-    try:
+    ) as rt:
         yield rt
-    finally:
-        await rt.close()
-
-
-def _context(rt: Runtime) -> AuthContext:
-    key = run_unit(rt.engine, create_key("wakeups", "k"))
-    run_unit(rt.engine, add_number("+15550007777", org_name="wakeups"))
-    with rt.engine.connect() as conn:
-        pool = tuple(pool_number(r) for r in conn.execute(pool_query(key.organization_id, key.key_id)))
-    return AuthContext(key.api_key, key.key_id, "k", {}, key.organization_id, "wakeups", None, 0, pool)
-
-
-def _send(rt: Runtime, ctx: AuthContext, to: str, text: str) -> Any:
-    """A send as the send route plans it: once committed, it wakes the dispatcher."""
-    address = parse_chat_id(to, ctx.region)
-    request = validate_send(decode_send_body(json.dumps({"text": text}).encode()), header_from_number=None)
-    return plan_send(ctx, address, request, None, rt.notify_jobs)
 
 
 async def _all_final(rt: Runtime, count: int, timeout: float) -> float:
@@ -78,9 +46,9 @@ async def _all_final(rt: Runtime, count: int, timeout: float) -> float:
 
 async def test_a_conversation_longer_than_one_claim_is_claimed_again_at_once(runtime: Runtime) -> None:
     """A claim takes at most 100 jobs of a conversation; the rest go as soon as those are sent."""
-    ctx = _context(runtime)
+    ctx = runtime_context(runtime)
     for i in range(150):  # queued before any worker runs: no wake-up will ever name the last 50
-        await runtime.writer.run(_send(runtime, ctx, "+15550201111", f"m{i}"))
+        await runtime.writer.run(planned_send(runtime, ctx, "+15550201111", f"m{i}"))
     workers = Workers(runtime)
     await workers.start()
     try:
@@ -92,15 +60,15 @@ async def test_a_conversation_longer_than_one_claim_is_claimed_again_at_once(run
 async def test_jobs_queued_while_their_conversation_is_held_are_sent_without_the_poll(runtime: Runtime) -> None:
     """A send arrives while the dispatcher holds its conversation (sending the 30 before it): the claim it
     wakes passes the conversation over, so the dispatcher claims again when it lets the conversation go."""
-    ctx = _context(runtime)
+    ctx = runtime_context(runtime)
     workers = Workers(runtime)
     await workers.start()
     try:
         for round_ in range(3):
             to = f"+155502{round_:05d}"
-            await asyncio.gather(*(runtime.writer.run(_send(runtime, ctx, to, f"m{i}")) for i in range(30)))
+            await asyncio.gather(*(runtime.writer.run(planned_send(runtime, ctx, to, f"m{i}")) for i in range(30)))
             await asyncio.sleep(0.01)  # the 30 are claimed and going out one after another
-            await runtime.writer.run(_send(runtime, ctx, to, "late"))
+            await runtime.writer.run(planned_send(runtime, ctx, to, "late"))
             await _all_final(runtime, 31 * (round_ + 1), timeout=10)
     finally:
         await workers.stop()
@@ -109,10 +77,10 @@ async def test_jobs_queued_while_their_conversation_is_held_are_sent_without_the
 async def test_a_conversation_filling_a_claims_look_does_not_hide_the_others(runtime: Runtime) -> None:
     """40 due jobs of one chat are the oldest: a claim's look at the 32 oldest due jobs leases that chat
     alone. The dispatcher claims again at once and finds the next chat, long before the first is done."""
-    ctx = _context(runtime)
+    ctx = runtime_context(runtime)
     for i in range(40):
-        await runtime.writer.run(_send(runtime, ctx, "+15550203333", f"m{i}"))
-    await runtime.writer.run(_send(runtime, ctx, "+15550204444", "the other chat"))
+        await runtime.writer.run(planned_send(runtime, ctx, "+15550203333", f"m{i}"))
+    await runtime.writer.run(planned_send(runtime, ctx, "+15550204444", "the other chat"))
     workers = Workers(runtime)
     await workers.start()
     try:
