@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     webhook_concurrency_per_endpoint: int = 32
     webhook_concurrency: int = 256
     webhook_poll_seconds: float = 0.25
+    # Finished attempts wait this long to be logged together (the receiver has its event already; only the
+    # delivery's final state waits). Logged one by one, a steady stream of events cost a transaction or two
+    # per attempt (docs/benchmarks.md, twelfth round). A stopping sender logs what waits before it stops.
+    webhook_log_linger_seconds: float = 0.02
     log_level: str = "info"
 
 

@@ -43,6 +43,10 @@ USER_AGENT = f"openbloo-webhooks/{__version__}"
 # Deliveries claimed ahead of the concurrency bounds (this many times them), so a slot that frees up starts
 # its next delivery at once instead of after a claim's round trip through the writer.
 PREFETCH = 4
+# How long a stopping sender lets the attempts in flight finish before it cancels them.
+STOP_GRACE_SECONDS = 5.0
+# Attempts logged by one unit at most, however long the linger: a log that waits for more stops waiting here.
+LOG_BATCH = 256
 
 _encode = msgspec.json.Encoder().encode
 
@@ -213,6 +217,7 @@ class WebhookSender:
         self.ahead = self.per_webhook * PREFETCH  # deliveries one webhook may have claimed, in flight or waiting
         self.concurrency = max(1, s.webhook_concurrency)
         self.poll = s.webhook_poll_seconds
+        self.log_linger = max(0.0, s.webhook_log_linger_seconds)
         # One attempt takes at most the timeout; the margin covers recording it. A sender that dies holds its
         # deliveries this long, then another (or its restart) claims them again.
         self.lease_ms = int((self.timeout + 10) * 1000)
@@ -229,6 +234,7 @@ class WebhookSender:
         # Finished attempts waiting to be logged; one writer unit logs every attempt that waits (see _log).
         self._unlogged: list[tuple[AttemptRecord, asyncio.Future[None]]] = []
         self._logger: asyncio.Task[None] | None = None
+        self._log_now = asyncio.Event()  # ends the linger: enough attempts wait, or the sender stops
         # Claimed, not started yet: webhook id → (claimed at, delivery), oldest first.
         self._queued: dict[str, deque[tuple[int, ClaimedDelivery]]] = {}
         self._queued_total = 0
@@ -259,14 +265,18 @@ class WebhookSender:
         if held:  # give the leases of claimed-but-unsent deliveries back, for the next sender to take at once
             with contextlib.suppress(Exception):
                 await self.runtime.writer.run(unclaim(held, self.worker_id))
+        if self._tasks:  # attempts in flight may finish: cancelled, their events would be sent again later
+            await asyncio.wait(list(self._tasks), timeout=min(self.timeout, STOP_GRACE_SECONDS))
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._logger is not None:
-            self._logger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._logger
+            # Attempts that were made are logged before the sender goes: their receivers have the events, and
+            # a delivery left unlogged would be sent again once its lease ran out.
+            self._log_now.set()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._logger, timeout=10)
         if self.client is not None:
             await self.client.aclose()
 
@@ -383,20 +393,28 @@ class WebhookSender:
             self._wake.set()
 
     async def _log(self, record: AttemptRecord) -> None:
-        """Log one finished attempt, together with every other attempt finished meanwhile (one unit of work).
+        """Log one finished attempt, together with the others finished meanwhile or within the linger
+        (``webhook_log_linger_seconds``), in one unit of work.
 
         Returns once the attempt's record is committed. Until then its delivery keeps its lease, so it
         cannot be claimed again; a crash before the commit leaves it to be re-sent (at-least-once).
         """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._unlogged.append((record, fut))
+        if len(self._unlogged) >= LOG_BATCH:
+            self._log_now.set()
         if self._logger is None or self._logger.done():
             self._logger = asyncio.create_task(self._log_waiting(), name="webhook-attempt-log")
         await fut
 
     async def _log_waiting(self) -> None:
         while self._unlogged:
-            waiting, self._unlogged = self._unlogged, []
+            if self.log_linger and len(self._unlogged) < LOG_BATCH:  # let the attempts finishing now join
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._log_now.wait(), self.log_linger)
+            if self._task is not None and not self._task.done():  # running: the next log lingers again
+                self._log_now.clear()
+            waiting, self._unlogged = self._unlogged[:LOG_BATCH], self._unlogged[LOG_BATCH:]
             try:
                 await self.runtime.writer.run(record_attempts([r for r, _ in waiting]))
             except Exception as exc:
