@@ -406,3 +406,10 @@ def test_the_local_postgresql_servers_cpu_is_read_from_its_processes(postgres_da
         conn.execute("SELECT count(*) FROM generate_series(1, 20000000)").fetchone()
         after = local_postgres_cpu_seconds()  # while its backend lives: an exited process's time is gone
     assert after - before >= 0.2
+
+
+def test_this_tree_and_the_baseline_take_turns_to_go_first() -> None:
+    from bench.__main__ import tree_order
+
+    assert [tree_order(i, baseline=True) for i in range(3)] == [(False, True), (True, False), (False, True)]
+    assert tree_order(1, baseline=False) == (False,)
