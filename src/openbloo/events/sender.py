@@ -235,6 +235,7 @@ class WebhookSender:
         self._unlogged: list[tuple[AttemptRecord, asyncio.Future[None]]] = []
         self._logger: asyncio.Task[None] | None = None
         self._log_now = asyncio.Event()  # ends the linger: enough attempts wait, or the sender stops
+        self._stopping = False
         # Claimed, not started yet: webhook id → (claimed at, delivery), oldest first.
         self._queued: dict[str, deque[tuple[int, ClaimedDelivery]]] = {}
         self._queued_total = 0
@@ -265,16 +266,18 @@ class WebhookSender:
         if held:  # give the leases of claimed-but-unsent deliveries back, for the next sender to take at once
             with contextlib.suppress(Exception):
                 await self.runtime.writer.run(unclaim(held, self.worker_id))
-        if self._tasks:  # attempts in flight may finish: cancelled, their events would be sent again later
+        # Attempts that were made are logged before the sender goes, without their linger: their receivers
+        # have the events, and a delivery left unlogged would be sent again once its lease ran out. Attempts
+        # in flight may finish first; cancelled, their events would be sent again too.
+        self._stopping = True
+        self._log_now.set()
+        if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=min(self.timeout, STOP_GRACE_SECONDS))
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._logger is not None:
-            # Attempts that were made are logged before the sender goes: their receivers have the events, and
-            # a delivery left unlogged would be sent again once its lease ran out.
-            self._log_now.set()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._logger, timeout=10)
         if self.client is not None:
@@ -412,7 +415,7 @@ class WebhookSender:
             if self.log_linger and len(self._unlogged) < LOG_BATCH:  # let the attempts finishing now join
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._log_now.wait(), self.log_linger)
-            if self._task is not None and not self._task.done():  # running: the next log lingers again
+            if not self._stopping:  # the next log lingers again
                 self._log_now.clear()
             waiting, self._unlogged = self._unlogged[:LOG_BATCH], self._unlogged[LOG_BATCH:]
             try:
