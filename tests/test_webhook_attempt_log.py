@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from openbloo.db import models as m
+from openbloo.events.sender import POSTGRES_LOG_LINGER_SECONDS, WebhookSender
 from openbloo.ids import now_ms
 from openbloo.runtime import Runtime
 from openbloo.webhooks.service import NEVER, create_webhook
@@ -32,12 +33,12 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def linger() -> float:
-    return 0.02
+def linger() -> float | None:
+    return None  # the store's default
 
 
 @pytest.fixture
-async def runtime(empty_database: str, tmp_path: Path, linger: float) -> AsyncIterator[Runtime]:
+async def runtime(empty_database: str, tmp_path: Path, linger: float | None) -> AsyncIterator[Runtime]:
     async with started_runtime(empty_database, tmp_path, webhook_log_linger_seconds=linger) as rt:
         yield rt
 
@@ -120,3 +121,10 @@ async def test_attempts_finishing_together_are_logged_in_few_transactions(
         ).one()
     assert attempts == expected
     assert transactions <= expected // 4, f"{attempts} attempts logged in {transactions} transactions"
+
+
+async def test_the_log_lingers_on_postgresql_and_not_on_sqlite_unless_told(runtime: Runtime) -> None:
+    """A transaction on PostgreSQL costs round trips, which the linger shares out; on SQLite it costs none,
+    and a bigger one only holds the file's write lock longer."""
+    expected = POSTGRES_LOG_LINGER_SECONDS if runtime.urls.dialect == "postgresql" else 0.0
+    assert WebhookSender(runtime).log_linger == expected

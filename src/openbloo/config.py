@@ -63,9 +63,11 @@ class Settings(BaseSettings):
     webhook_concurrency: int = 256
     webhook_poll_seconds: float = 0.25
     # Finished attempts wait this long to be logged together (the receiver has its event already; only the
-    # delivery's final state waits). Logged one by one, a steady stream of events cost a transaction or two
-    # per attempt (docs/benchmarks.md, twelfth round). A stopping sender logs what waits before it stops.
-    webhook_log_linger_seconds: float = 0.02
+    # delivery's final state waits). None: 0.02 on PostgreSQL, where logged one by one a steady stream of
+    # events cost a transaction or two per attempt, and 0 on SQLite, whose transactions cost no round trip
+    # and where a bigger one holds the file's write lock longer (docs/benchmarks.md, twelfth round). A
+    # stopping sender logs what waits before it stops.
+    webhook_log_linger_seconds: float | None = None
     log_level: str = "info"
 
 

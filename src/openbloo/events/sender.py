@@ -45,6 +45,8 @@ USER_AGENT = f"openbloo-webhooks/{__version__}"
 PREFETCH = 4
 # How long a stopping sender lets the attempts in flight finish before it cancels them.
 STOP_GRACE_SECONDS = 5.0
+# The default linger of the attempts' log on PostgreSQL (``webhook_log_linger_seconds``).
+POSTGRES_LOG_LINGER_SECONDS = 0.02
 # Attempts logged by one unit at most, however long the linger: a log that waits for more stops waiting here.
 LOG_BATCH = 256
 
@@ -217,7 +219,10 @@ class WebhookSender:
         self.ahead = self.per_webhook * PREFETCH  # deliveries one webhook may have claimed, in flight or waiting
         self.concurrency = max(1, s.webhook_concurrency)
         self.poll = s.webhook_poll_seconds
-        self.log_linger = max(0.0, s.webhook_log_linger_seconds)
+        linger = s.webhook_log_linger_seconds
+        if linger is None:
+            linger = POSTGRES_LOG_LINGER_SECONDS if runtime.urls.dialect == "postgresql" else 0.0
+        self.log_linger = max(0.0, linger)
         # One attempt takes at most the timeout; the margin covers recording it. A sender that dies holds its
         # deliveries this long, then another (or its restart) claims them again.
         self.lease_ms = int((self.timeout + 10) * 1000)
