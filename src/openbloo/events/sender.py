@@ -419,7 +419,8 @@ class WebhookSender:
         while self._unlogged:
             if self.log_linger and len(self._unlogged) < LOG_BATCH:  # let the attempts finishing now join
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._log_now.wait(), self.log_linger)
+                    async with asyncio.timeout(self.log_linger):  # not wait_for: a task of its own each time
+                        await self._log_now.wait()
             if not self._stopping:  # the next log lingers again
                 self._log_now.clear()
             waiting, self._unlogged = self._unlogged[:LOG_BATCH], self._unlogged[LOG_BATCH:]
