@@ -37,6 +37,27 @@ def tree_order(pair: int, baseline: bool) -> tuple[bool, ...]:
     return (False, True) if pair % 2 == 0 else (True, False)
 
 
+def _sqlite_accept_runs(
+    ctx: sc.Ctx, results: dict[str, Any], max_rate: dict[str, float], baseline: bool
+) -> list[dict[str, Any]]:
+    """The SQLite closed loops of one tree: every layout of this one (its ``serve`` sets the maximum rate and
+    carries the profile), ``serve`` and accept only of the baseline."""
+    if baseline:
+        return [
+            sc.openbloo_accept(ctx, "sqlite", baseline=True),
+            sc.openbloo_accept(ctx, "sqlite", "serve-api", baseline=True),
+        ]
+    r = sc.openbloo_accept(ctx, "sqlite")
+    max_rate["sqlite"] = max(max_rate.get("sqlite", 0), r["accepted_per_s"])
+    if r.get("profile"):
+        results["profile"] = r.pop("profile")
+    runs = [r, sc.openbloo_accept(ctx, "sqlite", "serve-single"), sc.openbloo_accept(ctx, "sqlite", "serve-api")]
+    if ctx.warm_chats_secs:
+        runs.append(sc.openbloo_accept(ctx, "sqlite", warm_chats=True))
+        runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-api", warm_chats=True))
+    return runs
+
+
 def machine(pg_url: str | None) -> dict[str, Any]:
     info: dict[str, Any] = {}
     cpu = "?"
@@ -184,20 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 order = tree_order(round_, ctx.baseline_src is not None)
                 if "accept" in chosen:
                     for baseline in order:
-                        if baseline:
-                            runs.append(sc.openbloo_accept(ctx, "sqlite", baseline=True))
-                            runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-api", baseline=True))
-                            continue
-                        r = sc.openbloo_accept(ctx, "sqlite")
-                        max_rate["sqlite"] = max(max_rate.get("sqlite", 0), r["accepted_per_s"])
-                        if r.get("profile"):
-                            results["profile"] = r.pop("profile")
-                        runs.append(r)
-                        runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-single"))
-                        runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-api"))
-                        if ctx.warm_chats_secs:
-                            runs.append(sc.openbloo_accept(ctx, "sqlite", warm_chats=True))
-                            runs.append(sc.openbloo_accept(ctx, "sqlite", "serve-api", warm_chats=True))
+                        runs += _sqlite_accept_runs(ctx, results, max_rate, baseline)
                 if use_pg:
                     for baseline in order:
                         r = sc.openbloo_accept(ctx, "pg", baseline=baseline)
