@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from openbloo.account.numbers import add_number
 from openbloo.addressing import parse_chat_id
@@ -18,6 +19,7 @@ from openbloo.auth.context import AuthContext, pool_number, pool_query
 from openbloo.auth.keys import create_key
 from openbloo.db import models as m
 from openbloo.db.writer import run_unit
+from openbloo.messages.idempotency import Idempotency
 from openbloo.messages.planner import plan_send
 from openbloo.messages.rules import validate_send
 from openbloo.messages.wire import decode_send_body
@@ -70,20 +72,38 @@ def send(tenant: Tenant, chat_id: str, **body: Any) -> dict[str, Any]:
     return r.json()  # type: ignore[no-any-return]
 
 
-def runtime_context(rt: Runtime, org: str = "wakeups", number: str = "+15550007777") -> AuthContext:
-    """An organization with a key and a simulator number on ``rt``'s database, as the send route sees it."""
-    key = run_unit(rt.engine, create_key(org, "k"))
-    run_unit(rt.engine, add_number(number, org_name=org))
-    with rt.engine.connect() as conn:
+def org_context(engine: Engine, org: str = "wakeups", number: str = "+15550007777") -> AuthContext:
+    """An organization with a key and a simulator number in ``engine``'s database, as the send route sees it."""
+    key = run_unit(engine, create_key(org, "k"))
+    run_unit(engine, add_number(number, org_name=org))
+    with engine.connect() as conn:
         pool = tuple(pool_number(r) for r in conn.execute(pool_query(key.organization_id, key.key_id)))
     return AuthContext(key.api_key, key.key_id, "k", {}, key.organization_id, org, None, 0, pool)
 
 
-def planned_send(rt: Runtime, ctx: AuthContext, to: str, text: str) -> Any:
-    """A send as the send route plans it (a unit for the writer): once committed, it wakes the dispatcher."""
+IDEMPOTENCY_TTL_MS = 3_600_000
+
+
+def planned_send(
+    ctx: AuthContext, to: str, text: str, key: str | None = None, on_committed: Callable[[], None] | None = None
+) -> Any:
+    """A send as the send route plans it (a unit for the writer), with ``key`` as its ``Idempotency-Key``;
+    ``on_committed``: what the route's commit wakes (the runtime's ``notify_jobs``)."""
+    body = json.dumps({"text": text}).encode()
     address = parse_chat_id(to, ctx.region)
-    request = validate_send(decode_send_body(json.dumps({"text": text}).encode()), header_from_number=None)
-    return plan_send(ctx, address, request, None, rt.notify_jobs)
+    request = validate_send(decode_send_body(body), header_from_number=None)
+    return plan_send(ctx, address, request, Idempotency.of(key, address.key, body, IDEMPOTENCY_TTL_MS), on_committed)
+
+
+async def wait_until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Poll ``check`` on the event loop (the workers under test run there) until it is truthy; its value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        value = check()
+        if value:
+            return value
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
 
 
 @contextlib.asynccontextmanager

@@ -3,7 +3,6 @@ sends behave exactly as if each had looked its rows up alone."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,21 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, func, select
 
-from openbloo.account.numbers import add_number
-from openbloo.addressing import parse_chat_id
-from openbloo.auth.context import AuthContext, pool_number, pool_query
-from openbloo.auth.keys import create_key
 from openbloo.config import database_urls
 from openbloo.db import models as m
 from openbloo.db.engine import make_sync_engine
 from openbloo.db.migrate import upgrade
 from openbloo.db.writer import HeldConnection, run_unit, run_units
-from openbloo.messages.idempotency import Idempotency
-from openbloo.messages.planner import plan_send
-from openbloo.messages.rules import validate_send
-from openbloo.messages.wire import decode_send_body
-
-TTL = 3_600_000
+from tests.helpers import org_context, planned_send
 
 
 @pytest.fixture
@@ -40,39 +30,24 @@ def traced_engine(tmp_path: Path) -> Iterator[tuple[Engine, list[str]]]:
     engine.dispose()
 
 
-def _context(engine: Engine, org: str = "lookups", number: str = "+15550009999") -> AuthContext:
-    key = run_unit(engine, create_key(org, "k"))
-    run_unit(engine, add_number(number, org_name=org))
-    with engine.connect() as conn:
-        pool = tuple(pool_number(r) for r in conn.execute(pool_query(key.organization_id, key.key_id)))
-    return AuthContext(key.api_key, key.key_id, "k", {}, key.organization_id, "lookups", None, 0, pool)
-
-
-def _send(ctx: AuthContext, to: str, text: str, key: str | None) -> Any:
-    body = json.dumps({"text": text}).encode()
-    address = parse_chat_id(to, ctx.region)
-    request = validate_send(decode_send_body(body), header_from_number=None)
-    return plan_send(ctx, address, request, Idempotency.of(key, address.key, body, TTL))
-
-
 def test_a_batch_of_sends_looks_rows_up_per_table_not_per_send(traced_engine: tuple[Engine, list[str]]) -> None:
     engine, statements = traced_engine
-    ctx = _context(engine)
+    ctx = org_context(engine, "lookups", "+15550009999")
     known = [f"+1555010{i:04d}" for i in range(10)]
-    first = run_units(engine, [_send(ctx, to, "first", f"k-{to}") for to in known])
+    first = run_units(engine, [planned_send(ctx, to, "first", f"k-{to}") for to in known])
     assert [o.status for ok, o in first if ok] == [202] * 10
 
     new = [f"+1555020{i:04d}" for i in range(10)]
 
     def refused_after_planning(batch: Any) -> Any:
-        _send(ctx, "+15550309999", "never stored", None)(batch)  # plans a new chat, then fails
+        planned_send(ctx, "+15550309999", "never stored")(batch)  # plans a new chat, then fails
         raise RuntimeError("refused after planning")
 
     units = (
-        [_send(ctx, to, "first", f"k-{to}") for to in known]  # replays of the first batch
-        + [_send(ctx, to, "second", None) for to in known]  # known chats and conversations, no key
-        + [_send(ctx, to, "new", f"n-{to}") for to in new]  # new chats and contacts
-        + [_send(ctx, new[0], "same batch", None)]  # a chat created earlier in this very batch
+        [planned_send(ctx, to, "first", f"k-{to}") for to in known]  # replays of the first batch
+        + [planned_send(ctx, to, "second") for to in known]  # known chats and conversations, no key
+        + [planned_send(ctx, to, "new", f"n-{to}") for to in new]  # new chats and contacts
+        + [planned_send(ctx, new[0], "same batch")]  # a chat created earlier in this very batch
         + [refused_after_planning]
     )
     statements.clear()
@@ -114,16 +89,16 @@ def test_a_send_racing_another_process_to_a_new_recipient_is_run_again_not_faile
     engine, other = make_sync_engine(urls), make_sync_engine(urls)
     try:
         org, number = ("lookups", "+15550009999") if through == "engine" else ("racing", "+15550008877")
-        ctx = _context(engine, org, number)
+        ctx = org_context(engine, org, number)
         to = "+15550307777"
         runs: list[int] = []
-        send = _send(ctx, to, "mine", "race-mine")
+        send = planned_send(ctx, to, "mine", "race-mine")
 
         def racing(batch: Any) -> Any:
             runs.append(1)
             result = send(batch)  # looked up: no contact, chat or conversation yet; the inserts wait for the flush
             if len(runs) == 1:  # meanwhile the other process commits its send to the same recipient
-                assert run_unit(other, _send(ctx, to, "theirs", "race-theirs")).status == 202
+                assert run_unit(other, planned_send(ctx, to, "theirs", "race-theirs")).status == 202
             return result
 
         [(ok, outcome)] = run_units(engine if through == "engine" else HeldConnection(engine), [racing])
@@ -156,9 +131,9 @@ def test_on_postgresql_a_batch_reads_its_lookups_in_one_round_trip(postgres_data
     trace = tmp_path / "libpq.trace"
     files: list[Any] = []
     try:
-        ctx = _context(engine, "pipelined", "+15550008888")  # the database is the session's: an org of its own
+        ctx = org_context(engine, "pipelined", "+15550008888")  # the database is the session's: an org of its own
         known = [f"+1555040{i:04d}" for i in range(5)]
-        assert all(ok for ok, _ in run_units(engine, [_send(ctx, to, "first", f"k-{to}") for to in known]))
+        assert all(ok for ok, _ in run_units(engine, [planned_send(ctx, to, "first", f"k-{to}") for to in known]))
         engine.dispose()  # the next connection is traced from its start
 
         def traced(dbapi: Any, _rec: Any) -> None:
@@ -167,9 +142,9 @@ def test_on_postgresql_a_batch_reads_its_lookups_in_one_round_trip(postgres_data
 
         event.listen(engine, "connect", traced)
         units = (
-            [_send(ctx, to, "first", f"k-{to}") for to in known]  # replays
-            + [_send(ctx, to, "second", None) for to in known]  # known chats and conversations
-            + [_send(ctx, f"+1555050{i:04d}", "new", f"n-{i}") for i in range(5)]  # new chats and contacts
+            [planned_send(ctx, to, "first", f"k-{to}") for to in known]  # replays
+            + [planned_send(ctx, to, "second") for to in known]  # known chats and conversations
+            + [planned_send(ctx, f"+1555050{i:04d}", "new", f"n-{i}") for i in range(5)]  # new chats and contacts
         )
         outcomes = run_units(engine, units, again=False)
         assert [o.status for _, o in outcomes] == [200] * 5 + [202] * 10
@@ -199,9 +174,9 @@ def test_the_writers_batch_on_postgresql_is_two_round_trips(postgres_database: s
     files: list[Any] = []
     held = HeldConnection(engine)
     try:
-        ctx = _context(engine, "two-trips", "+15550008866")
+        ctx = org_context(engine, "two-trips", "+15550008866")
         known = [f"+1555070{i:04d}" for i in range(3)]
-        assert all(ok for ok, _ in run_units(engine, [_send(ctx, to, "first", None) for to in known]))
+        assert all(ok for ok, _ in run_units(engine, [planned_send(ctx, to, "first") for to in known]))
         engine.dispose()
 
         def traced(dbapi: Any, _rec: Any) -> None:
@@ -209,7 +184,7 @@ def test_the_writers_batch_on_postgresql_is_two_round_trips(postgres_database: s
             dbapi.pgconn.trace(files[-1].fileno())
 
         event.listen(engine, "connect", traced)
-        units = [_send(ctx, to, "again", None) for to in known] + [_send(ctx, "+15550800001", "new", "k-new")]
+        units = [planned_send(ctx, to, "again") for to in known] + [planned_send(ctx, "+15550800001", "new", "k-new")]
         assert [o.status for _, o in run_units(held, units)] == [202] * 4
         for f in files:
             f.flush()

@@ -21,7 +21,7 @@ from openbloo.delivery import jobs
 from openbloo.delivery.claims import claim
 from openbloo.errors import ApiError
 from tests.conftest import own_postgres_database
-from tests.test_batch_lookups import _context, _send
+from tests.helpers import org_context, planned_send
 
 WORKER = "test-claimer"
 
@@ -38,9 +38,9 @@ def test_a_claim_on_postgresql_leases_reads_and_starts_the_first_jobs(own_databa
     upgrade(urls)
     engine = make_sync_engine(urls)
     try:
-        ctx = _context(engine)
+        ctx = org_context(engine, "lookups", "+15550009999")
         chats = [f"+1555060{i:04d}" for i in range(3)]
-        sends = [_send(ctx, to, f"{to} #{n}", None) for n in range(2) for to in chats]
+        sends = [planned_send(ctx, to, f"{to} #{n}") for n in range(2) for to in chats]
         outcomes = run_units(engine, sends)
         ids = [json.loads(o.body)["message_id"] for _, o in outcomes]
         j = m.delivery_jobs
@@ -88,8 +88,8 @@ def test_a_cancel_that_a_claim_overtakes_is_refused_not_applied(own_database: st
     upgrade(urls)
     engine = make_sync_engine(urls)
     try:
-        ctx = _context(engine)
-        [(_, outcome)] = run_units(engine, [_send(ctx, "+15550620001", "hello", None)])
+        ctx = org_context(engine, "lookups", "+15550009999")
+        [(_, outcome)] = run_units(engine, [planned_send(ctx, "+15550620001", "hello")])
         mid = json.loads(outcome.body)["message_id"]
         j = m.delivery_jobs
         result: list[Any] = []

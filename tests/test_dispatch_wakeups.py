@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from openbloo.db import models as m
 from openbloo.runtime import Runtime
 from openbloo.workers import Workers
-from tests.helpers import planned_send, runtime_context, started_runtime
+from tests.helpers import org_context, planned_send, started_runtime
 
 FINAL = ("delivered", "read", "failed")
 
@@ -46,9 +46,9 @@ async def _all_final(rt: Runtime, count: int, timeout: float) -> float:
 
 async def test_a_conversation_longer_than_one_claim_is_claimed_again_at_once(runtime: Runtime) -> None:
     """A claim takes at most 100 jobs of a conversation; the rest go as soon as those are sent."""
-    ctx = runtime_context(runtime)
+    ctx = org_context(runtime.engine)
     for i in range(150):  # queued before any worker runs: no wake-up will ever name the last 50
-        await runtime.writer.run(planned_send(runtime, ctx, "+15550201111", f"m{i}"))
+        await runtime.writer.run(planned_send(ctx, "+15550201111", f"m{i}", on_committed=runtime.notify_jobs))
     workers = Workers(runtime)
     await workers.start()
     try:
@@ -60,15 +60,16 @@ async def test_a_conversation_longer_than_one_claim_is_claimed_again_at_once(run
 async def test_jobs_queued_while_their_conversation_is_held_are_sent_without_the_poll(runtime: Runtime) -> None:
     """A send arrives while the dispatcher holds its conversation (sending the 30 before it): the claim it
     wakes passes the conversation over, so the dispatcher claims again when it lets the conversation go."""
-    ctx = runtime_context(runtime)
+    ctx = org_context(runtime.engine)
     workers = Workers(runtime)
     await workers.start()
     try:
         for round_ in range(3):
             to = f"+155502{round_:05d}"
-            await asyncio.gather(*(runtime.writer.run(planned_send(runtime, ctx, to, f"m{i}")) for i in range(30)))
+            sends = [planned_send(ctx, to, f"m{i}", on_committed=runtime.notify_jobs) for i in range(30)]
+            await asyncio.gather(*(runtime.writer.run(send) for send in sends))
             await asyncio.sleep(0.01)  # the 30 are claimed and going out one after another
-            await runtime.writer.run(planned_send(runtime, ctx, to, "late"))
+            await runtime.writer.run(planned_send(ctx, to, "late", on_committed=runtime.notify_jobs))
             await _all_final(runtime, 31 * (round_ + 1), timeout=10)
     finally:
         await workers.stop()
@@ -77,10 +78,10 @@ async def test_jobs_queued_while_their_conversation_is_held_are_sent_without_the
 async def test_a_conversation_filling_a_claims_look_does_not_hide_the_others(runtime: Runtime) -> None:
     """40 due jobs of one chat are the oldest: a claim's look at the 32 oldest due jobs leases that chat
     alone. The dispatcher claims again at once and finds the next chat, long before the first is done."""
-    ctx = runtime_context(runtime)
+    ctx = org_context(runtime.engine)
     for i in range(40):
-        await runtime.writer.run(planned_send(runtime, ctx, "+15550203333", f"m{i}"))
-    await runtime.writer.run(planned_send(runtime, ctx, "+15550204444", "the other chat"))
+        await runtime.writer.run(planned_send(ctx, "+15550203333", f"m{i}", on_committed=runtime.notify_jobs))
+    await runtime.writer.run(planned_send(ctx, "+15550204444", "the other chat", on_committed=runtime.notify_jobs))
     workers = Workers(runtime)
     await workers.start()
     try:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -14,6 +13,7 @@ from openbloo.transports.base import Capability, PermanentError, TransientError
 from openbloo.transports.twilio import MAX_BODY_CHARS, TwilioTransport
 from tests.conftest import free_port
 from tests.fakes.twilio import FakeTwilio
+from tests.helpers import wait_until
 from tests.twilio_support import FROM, TO, Receiver, RecordingSink, outgoing
 
 
@@ -28,16 +28,6 @@ class Env:
         values: dict[str, Any] = {"api_url": self.fake.url, "status_callback_url": f"{self.receiver.url}/twilio/status"}
         values.update(kwargs)
         return TwilioTransport(FROM, self.fake.account_sid, self.fake.auth_token, **values)
-
-
-async def wait_until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        value = check()
-        if value:
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError("timed out")
 
 
 @pytest.fixture

@@ -4,22 +4,21 @@ because its attempt's log was dropped."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
 
+from openbloo.auth.context import AuthContext
 from openbloo.db import models as m
 from openbloo.events.sender import POSTGRES_LOG_LINGER_SECONDS, WebhookSender
 from openbloo.ids import now_ms
 from openbloo.runtime import Runtime
 from openbloo.webhooks.service import NEVER, create_webhook
 from openbloo.workers import Workers
-from tests.helpers import planned_send, runtime_context, started_runtime
+from tests.helpers import org_context, planned_send, started_runtime, wait_until
 from tests.receiver import Receiver
 
 EVENTS_PER_MESSAGE = 4  # message.queued, .sent, .delivered, .read: the simulator delivers and reads at once
@@ -43,8 +42,8 @@ async def runtime(empty_database: str, tmp_path: Path, linger: float | None) -> 
         yield rt
 
 
-async def _subscribed_workers(rt: Runtime, receiver: Receiver) -> tuple[Any, Workers]:
-    ctx = runtime_context(rt, org="attempt-log")
+async def _subscribed_workers(rt: Runtime, receiver: Receiver) -> tuple[AuthContext, Workers]:
+    ctx = org_context(rt.engine, org="attempt-log")
     await rt.writer.run(
         create_webhook(
             org_id=ctx.organization_id,
@@ -59,13 +58,6 @@ async def _subscribed_workers(rt: Runtime, receiver: Receiver) -> tuple[Any, Wor
     workers = Workers(rt)
     await workers.start()
     return ctx, workers
-
-
-async def _until(check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 def _deliveries(rt: Runtime) -> dict[str, int]:
@@ -87,8 +79,8 @@ async def test_a_stopping_sender_logs_the_attempts_that_wait_for_their_linger(
     stop: they are logged then (their deliveries end succeeded), not left leased to be sent again."""
     ctx, workers = await _subscribed_workers(runtime, receiver)
     try:
-        await runtime.writer.run(planned_send(runtime, ctx, "+15550301234", "hello"))
-        await _until(lambda: len(receiver.events()) >= EVENTS_PER_MESSAGE)
+        await runtime.writer.run(planned_send(ctx, "+15550301234", "hello", on_committed=runtime.notify_jobs))
+        await wait_until(lambda: len(receiver.events()) >= EVENTS_PER_MESSAGE)
         assert _attempts(runtime) == 0, "logged before the linger ended"
     finally:
         started = time.monotonic()
@@ -110,9 +102,9 @@ async def test_attempts_finishing_together_are_logged_in_few_transactions(
     sends = 8
     try:
         for i in range(sends):  # one after another, each committed before the next: their events trickle in
-            await runtime.writer.run(planned_send(runtime, ctx, f"+1555031{i:04d}", f"m{i}"))
+            await runtime.writer.run(planned_send(ctx, f"+1555031{i:04d}", f"m{i}", on_committed=runtime.notify_jobs))
         expected = sends * EVENTS_PER_MESSAGE
-        await _until(lambda: _deliveries(runtime).get("succeeded") == expected)
+        await wait_until(lambda: _deliveries(runtime).get("succeeded") == expected)
     finally:
         await workers.stop()
     with runtime.engine.connect() as conn:
