@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Executable
+import msgspec
+from sqlalchemy import JSON, Boolean, Connection, Executable
 from sqlalchemy.sql.dml import Insert
 
 
@@ -216,3 +217,82 @@ class Prepared:
 def dbapi_cursor(conn: Connection) -> Any:
     """A cursor of the raw driver connection under ``conn`` (same transaction)."""
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+class RowsInsert:
+    """PostgreSQL: the rows of one INSERT in a single statement, bound as one JSON array of rows.
+
+    ``executemany`` sends a Bind and an Execute per row, the server runs each as a statement of its own, and
+    psycopg dumps each row's parameters on its own. An accepting batch inserts each of its tables' rows by
+    the batch, a worker's outcome a row of ``events`` and of ``webhook_deliveries`` per status the device
+    reported, the webhook sender its attempts by the dozen. ``INSERT ... SELECT FROM
+    json_populate_recordset(NULL::table, rows)`` inserts them in one execution: msgspec encodes the rows in
+    one call, the server reads each value through its column's input (a value too long for its VARCHAR is
+    refused as the INSERT would refuse it), and ``WITH ORDINALITY`` keeps the queue's order for the serial
+    keys, which the claims' order relies on. Arrays (``unnest``) were measured first: psycopg dumps a list
+    element by element in Python, which cost the client more than the executemany it replaced. SQLite has
+    no use for either: its driver's ``executemany`` runs in-process.
+    """
+
+    __slots__ = ("columns", "sql")
+
+    def __init__(self, sql: str, columns: tuple[str, ...]) -> None:
+        self.sql = sql
+        self.columns = columns
+
+    def params(self, rows: Sequence[Sequence[Any]]) -> dict[str, str] | None:
+        """The statement's parameter for ``rows`` (tuples of values in the statement's column order), or None
+        if a value has no JSON form (the caller then runs its executemany)."""
+        try:
+            columns = self.columns
+            return {"rows": _encode_rows([dict(zip(columns, row, strict=True)) for row in rows]).decode()}
+        except (TypeError, msgspec.EncodeError):
+            return None
+
+
+_encode_rows = msgspec.json.Encoder().encode
+_rows_inserts: dict[tuple[Any, ...], RowsInsert | None] = {}
+
+
+def compile_rows_insert(stmt: Executable, dialect: Any, columns: Sequence[str]) -> RowsInsert | None:
+    """:class:`RowsInsert` for a plain ``insert(table)`` of ``columns`` on PostgreSQL, else None (another
+    dialect, or a statement the driver cursor cannot run as it is: see :func:`compile_direct`)."""
+    key = (stmt, dialect.name, tuple(columns))
+    try:
+        return _rows_inserts[key]
+    except KeyError:
+        pass
+    made: RowsInsert | None = None
+    if dialect.name == "postgresql" and dialect.paramstyle == "pyformat" and isinstance(stmt, Insert):
+        # Only ``insert(table)`` itself: no ON CONFLICT, RETURNING, values or SELECT of its own.
+        plain = stmt._post_values_clause is None and stmt.select is None
+        plain = plain and not (stmt._returning or stmt._multi_values or stmt._values)
+        if plain and compile_direct(stmt, dialect, columns) is not None:
+            made = _build_rows_insert(stmt, dialect, columns)
+    if len(_rows_inserts) >= MAX_COMPILED:
+        _rows_inserts.clear()
+    _rows_inserts[key] = made
+    return made
+
+
+def _build_rows_insert(stmt: Insert, dialect: Any, columns: Sequence[str]) -> RowsInsert | None:
+    table = stmt.table
+    quote = dialect.identifier_preparer
+    processors = stmt.compile(dialect=dialect, column_keys=list(columns))._bind_processors
+    values = []
+    for key in columns:
+        column = table.c[key]
+        name = quote.quote(column.name)
+        proc = processors.get(key)
+        if proc is not None and not isinstance(column.type, JSON | Boolean):
+            return None  # a conversion the JSON text and the column's input cannot stand in for
+        if proc is not None and not _maps_none_to_none(proc):  # type: ignore[arg-type]
+            # SQLAlchemy binds None to a JSON column as JSON null; the record's null would be SQL NULL.
+            name = f"COALESCE({name}, 'null'::{column.type.compile(dialect=dialect)})"
+        values.append(name)
+    names = ", ".join(quote.quote(table.c[key].name) for key in columns)
+    return RowsInsert(
+        f"INSERT INTO {quote.format_table(table)} ({names}) SELECT {', '.join(values)} FROM json_populate_recordset("
+        f"NULL::{quote.format_table(table)}, %(rows)s::json) WITH ORDINALITY AS openbloo_rows ORDER BY ordinality",
+        tuple(columns),
+    )
