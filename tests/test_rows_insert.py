@@ -1,4 +1,4 @@
-"""PostgreSQL: the rows a batch queues for one table go in as one INSERT statement, as they would one by one.
+"""PostgreSQL: the rows a batch queues for one INSERT go in as one statement, stored as they would one by one.
 
 A statement-level trigger counts the INSERT statements the server runs; the rows read back as the single-row
 path stores them (JSON text, NULLs, booleans, 64-bit integers), their serial keys in queue order.
@@ -10,12 +10,27 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import JSON, BigInteger, Boolean, Column, Engine, MetaData, String, Table, Text, insert, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from openbloo.config import database_urls
 from openbloo.db.batch import Batch
-from openbloo.db.direct import Prepared, compile_rows_insert
+from openbloo.db.direct import Prepared, compile_rows_insert, compile_rows_statement
 from openbloo.db.engine import make_sync_engine
 from openbloo.db.writer import run_units
 
@@ -146,6 +161,42 @@ def test_a_value_too_long_fails_its_own_unit_only(engine: Engine) -> None:
     assert [r[0] for r in _stored(engine)] == ["fine", "ok"]
 
 
+NOTE_OF = Prepared(
+    insert(notes).values(
+        name=bindparam("b_name"), big=bindparam("b_big"), note=func.upper(bindparam("b_note", type_=Text)), counted=5
+    ),
+    ("b_name", "b_big", "b_note"),
+)
+
+
+def test_an_insert_of_expressions_is_one_statement_stored_as_one_by_one(engine: Engine) -> None:
+    sets = [("x", 2**62, "été"), ("y", None, None), ("z", -1, "a'b")]
+
+    def one_by_one(batch: Batch) -> None:
+        for values in sets:
+            batch.add(NOTE_OF, values)
+            batch.flush()
+
+    assert run_units(engine, [one_by_one]) == [(True, None)]
+    single = _stored(engine)
+    with engine.begin() as conn:
+        conn.execute(notes.delete())
+
+    def together(batch: Batch) -> None:
+        for values in sets:
+            batch.add(NOTE_OF, values)
+
+    before = _statements(engine)
+    assert run_units(engine, [together]) == [(True, None)]
+    assert _statements(engine) == before + 1
+    assert _stored(engine) == single
+    assert single == [
+        ("x", None, True, None, 2**62, "ÉTÉ", 5),
+        ("y", None, True, None, None, None, 5),
+        ("z", None, True, None, -1, "A'B", 5),
+    ]
+
+
 def test_only_a_plain_insert_on_postgresql_is_compiled_so() -> None:
     pg = postgresql.psycopg.dialect()
     assert compile_rows_insert(insert(notes), pg, COLUMNS) is not None
@@ -153,3 +204,10 @@ def test_only_a_plain_insert_on_postgresql_is_compiled_so() -> None:
     assert compile_rows_insert(postgresql.insert(notes).on_conflict_do_nothing(), pg, COLUMNS) is None
     assert compile_rows_insert(insert(notes).returning(notes.c.seq), pg, COLUMNS) is None
     assert compile_rows_insert(insert(notes), pg, ("name",)) is None  # ``counted`` from its Python default
+    assert compile_rows_statement(NOTE_OF.stmt, pg, NOTE_OF.names) is not None
+    assert compile_rows_statement(NOTE_OF.stmt, sqlite.dialect(), NOTE_OF.names) is None
+    # An UPDATE stays an executemany; a parameter SQLAlchemy converts (JSON) cannot be read from the rows.
+    set_big = update(notes).where(notes.c.name == bindparam("b_name")).values(big=bindparam("b_big"))
+    assert compile_rows_statement(set_big, pg, ("b_name", "b_big")) is None
+    with_json = insert(notes).values(name=bindparam("b_name"), body=bindparam("b_body", type_=JSON), counted=1)
+    assert compile_rows_statement(with_json, pg, ("b_name", "b_body")) is None

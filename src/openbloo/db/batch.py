@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, Executable, Table, event, insert
 from sqlalchemy.sql.dml import Insert, UpdateBase
 
-from openbloo.db.direct import Prepared, compile_direct, compile_rows_insert, dbapi_cursor
+from openbloo.db.direct import Prepared, compile_direct, compile_rows_insert, compile_rows_statement, dbapi_cursor
 
 T = TypeVar("T")
 Unit = Callable[["Batch"], T]
@@ -326,7 +326,7 @@ class Batch:
             if field is not None and len(params) > 1:
                 params = list({p[field]: p for p in params}.values())  # the last set of each row
             if isinstance(stmt, Prepared):
-                if stmt.columns and len(params) > 1 and self._insert_as_one(stmt.stmt, stmt.names, params):
+                if len(params) > 1 and self._run_as_one(stmt.stmt, stmt.names, params, plain_insert=stmt.columns):
                     continue
                 direct = stmt.compiled(self.conn.dialect)
                 rows: Any = params if direct.as_is else [direct.params(t) for t in params]
@@ -352,7 +352,7 @@ class Batch:
 
     def _execute_many(self, stmt: Executable, params: list[dict[str, Any]], keys: tuple[str, ...] | None) -> None:
         many = keys is not None and len(params) > 1 and self.is_postgres
-        if many and self._insert_as_one(stmt, keys or (), [tuple(p[k] for k in keys or ()) for p in params]):
+        if many and self._run_as_one(stmt, keys or (), [tuple(p[k] for k in keys or ()) for p in params]):
             return
         direct = compile_direct(stmt, self.conn.dialect, keys)
         if direct is None:
@@ -364,12 +364,18 @@ class Batch:
         else:
             cur.executemany(direct.sql, [direct.params(p) for p in params])
 
-    def _insert_as_one(self, stmt: Executable, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> bool:
-        """PostgreSQL: insert ``rows`` (values in ``columns`` order) with one statement; False where that
-        cannot be done (SQLite, a statement that is not a plain INSERT): the caller runs its executemany."""
+    def _run_as_one(
+        self, stmt: Executable, names: tuple[str, ...], rows: list[tuple[Any, ...]], *, plain_insert: bool = True
+    ) -> bool:
+        """PostgreSQL: run ``stmt`` once for all ``rows`` (values in ``names`` order: the columns of a plain
+        INSERT, else the statement's parameters); False where that cannot be done (SQLite, a statement of
+        another shape, an UPDATE's two sets for one row): the caller runs its executemany."""
         if not self.is_postgres:
             return False
-        many = compile_rows_insert(stmt, self.conn.dialect, columns)
+        dialect = self.conn.dialect
+        many = (
+            compile_rows_insert(stmt, dialect, names) if plain_insert else compile_rows_statement(stmt, dialect, names)
+        )
         params = many.params(rows) if many is not None else None
         if many is None or params is None:
             return False

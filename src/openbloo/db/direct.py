@@ -15,12 +15,14 @@ uses ``Connection.execute`` as before.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import JSON, Boolean, Connection, Executable
+from sqlalchemy import JSON, Boolean, Connection, Executable, String
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import NullType
 
 
 class Direct:
@@ -296,3 +298,76 @@ def _build_rows_insert(stmt: Insert, dialect: Any, columns: Sequence[str]) -> Ro
         f"NULL::{quote.format_table(table)}, %(rows)s::json) WITH ORDINALITY AS openbloo_rows ORDER BY ordinality",
         tuple(columns),
     )
+
+
+class RowsStatement:
+    """PostgreSQL: a :class:`Prepared` ``INSERT ... VALUES (expressions of its parameters)`` run once for all
+    its parameter sets, read from a JSON array of rows (``json_to_recordset``), as :class:`RowsInsert` does
+    for plain inserts: the new chats and conversations of an accepting batch. UPDATEs were measured the same
+    way and are left to executemany: ``UPDATE ... FROM`` the rows made the server plan a join, and cost it
+    more than the statements it saved (docs/benchmarks.md, thirteenth round).
+    """
+
+    __slots__ = ("constants", "names", "sql")
+
+    def __init__(self, sql: str, names: tuple[str, ...], constants: dict[str, Any]) -> None:
+        self.sql = sql
+        self.names = names
+        self.constants = constants
+
+    def params(self, rows: Sequence[Sequence[Any]]) -> dict[str, Any] | None:
+        """The statement's parameters for ``rows`` (tuples in ``names`` order), or None if a value has no JSON
+        form (the caller then runs its executemany)."""
+        names = self.names
+        try:
+            encoded = _encode_rows([dict(zip(names, row, strict=True)) for row in rows]).decode()
+        except (TypeError, msgspec.EncodeError):
+            return None
+        return {**self.constants, "openbloo_rows": encoded}
+
+
+_rows_statements: dict[tuple[Any, ...], RowsStatement | None] = {}
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def compile_rows_statement(stmt: Executable, dialect: Any, names: Sequence[str]) -> RowsStatement | None:
+    """:class:`RowsStatement` for ``stmt`` with its per-row parameters ``names`` on PostgreSQL, else None
+    (another dialect; a statement of another shape, or one whose parameters need converting)."""
+    key = (stmt, dialect.name, tuple(names))
+    try:
+        return _rows_statements[key]
+    except KeyError:
+        pass
+    made: RowsStatement | None = None
+    if dialect.name == "postgresql" and dialect.paramstyle == "pyformat" and isinstance(stmt, Insert):
+        made = _build_rows_statement(stmt, dialect, tuple(names))
+    if len(_rows_statements) >= MAX_COMPILED:
+        _rows_statements.clear()
+    _rows_statements[key] = made
+    return made
+
+
+def _build_rows_statement(stmt: Insert, dialect: Any, names: tuple[str, ...]) -> RowsStatement | None:
+    direct = compile_direct(stmt, dialect)
+    if direct is None or stmt._returning or stmt._post_values_clause is not None or stmt.select is not None:
+        return None
+    compiled = stmt.compile(dialect=dialect)
+    if any(name in compiled._bind_processors for name in names):
+        return None  # a conversion (JSON, ...) the row's JSON text cannot stand in for
+    types: dict[str, str] = {}
+    for bind, name in compiled.bind_names.items():
+        if name in names and not isinstance(bind.type, NullType):  # one use of a name may leave its type open
+            types[name] = "VARCHAR" if isinstance(bind.type, String) else bind.type.compile(dialect=dialect)
+    # The serial key's implicit RETURNING goes (an executemany reads none of what it returns either).
+    head, sep, values = direct.sql.partition(" RETURNING ")[0].partition(" VALUES (")
+    if set(types) != set(names) or not sep or not values.endswith(")") or stmt._multi_values:
+        return None
+    # The statement's own literals (``message_count=0``) stay parameters of their own, the same for every row.
+    constants = {name: bind.value for bind, name in compiled.bind_names.items() if name not in names}
+    values = _PLACEHOLDER.sub(lambda m: f"openbloo_set.{m.group(1)}" if m.group(1) in names else m.group(0), values)
+    record = f"json_to_recordset(%(openbloo_rows)s::json) AS ({', '.join(f'{n} {types[n]}' for n in names)})"
+    sql = (
+        f"{head} SELECT {values[:-1]} FROM ROWS FROM ({record})"
+        f" WITH ORDINALITY AS openbloo_set({', '.join(names)}, openbloo_row) ORDER BY openbloo_row"
+    )
+    return RowsStatement(sql, names, constants)
