@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from openbloo.config import database_urls
 from openbloo.db.batch import Batch
-from openbloo.db.direct import Prepared, compile_rows_insert, compile_rows_statement
+from openbloo.db.direct import Prepared, compile_rows_statement
 from openbloo.db.engine import make_sync_engine
 from openbloo.db.writer import run_units
 
@@ -48,6 +48,12 @@ notes = Table(
 )
 COLUMNS = ("name", "body", "flag", "big", "note", "counted")
 NOTE = Prepared.insert(notes, COLUMNS)
+NOTE_OF = Prepared(  # an INSERT ... VALUES of expressions of parameters
+    insert(notes).values(
+        name=bindparam("b_name"), big=bindparam("b_big"), note=func.upper(bindparam("b_note", type_=Text)), counted=5
+    ),
+    ("b_name", "b_big", "b_note"),
+)
 
 ROWS: list[tuple[Any, ...]] = [
     ("a'\"\\", {"z": 1, "a": [1, "é\\", None], "n": {"deep": True}}, True, 2**62, "日本\n\t", 0),
@@ -106,26 +112,35 @@ def _stored(engine: Engine) -> list[tuple[Any, ...]]:
         ]
 
 
+def _one_by_one_then_together(
+    engine: Engine, prepared: Prepared, sets: list[tuple[Any, ...]]
+) -> tuple[list[tuple[Any, ...]], int, list[tuple[Any, ...]], int]:
+    """The rows ``sets`` of ``prepared`` store, flushed one at a time (the single-row statement), and then,
+    anew, queued together; with the INSERT statements the server ran for each."""
+
+    def run(flush_each: bool) -> tuple[list[tuple[Any, ...]], int]:
+        with engine.begin() as conn:
+            conn.execute(notes.delete())
+        before = _statements(engine)
+
+        def unit(batch: Batch) -> None:
+            for values in sets:
+                batch.add(prepared, values)
+                if flush_each:
+                    batch.flush()
+
+        assert run_units(engine, [unit]) == [(True, None)]
+        return _stored(engine), _statements(engine) - before
+
+    single, single_statements = run(True)
+    together, together_statements = run(False)
+    return single, single_statements, together, together_statements
+
+
 def test_queued_rows_are_one_statement_stored_as_one_by_one(engine: Engine) -> None:
-    def one_by_one(batch: Batch) -> None:
-        for row in ROWS:
-            batch.add(NOTE, row)
-            batch.flush()  # a row at a time: the single-row statement
-
-    assert run_units(engine, [one_by_one]) == [(True, None)]
-    assert _statements(engine) == len(ROWS)
-    single = _stored(engine)
-    with engine.begin() as conn:
-        conn.execute(notes.delete())
-
-    def together(batch: Batch) -> None:
-        for row in ROWS:
-            batch.add(NOTE, row)
-
-    before = _statements(engine)
-    assert run_units(engine, [together]) == [(True, None)]
-    assert _statements(engine) == before + 1
-    assert _stored(engine) == single  # same values, same JSON text, in queue order
+    single, single_statements, together, statements = _one_by_one_then_together(engine, NOTE, ROWS)
+    assert (single_statements, statements) == (len(ROWS), 1)
+    assert together == single  # same values, same JSON text, in queue order
     assert [r[0] for r in single] == [r[0] for r in ROWS]
 
 
@@ -161,35 +176,11 @@ def test_a_value_too_long_fails_its_own_unit_only(engine: Engine) -> None:
     assert [r[0] for r in _stored(engine)] == ["fine", "ok"]
 
 
-NOTE_OF = Prepared(
-    insert(notes).values(
-        name=bindparam("b_name"), big=bindparam("b_big"), note=func.upper(bindparam("b_note", type_=Text)), counted=5
-    ),
-    ("b_name", "b_big", "b_note"),
-)
-
-
 def test_an_insert_of_expressions_is_one_statement_stored_as_one_by_one(engine: Engine) -> None:
-    sets = [("x", 2**62, "été"), ("y", None, None), ("z", -1, "a'b")]
-
-    def one_by_one(batch: Batch) -> None:
-        for values in sets:
-            batch.add(NOTE_OF, values)
-            batch.flush()
-
-    assert run_units(engine, [one_by_one]) == [(True, None)]
-    single = _stored(engine)
-    with engine.begin() as conn:
-        conn.execute(notes.delete())
-
-    def together(batch: Batch) -> None:
-        for values in sets:
-            batch.add(NOTE_OF, values)
-
-    before = _statements(engine)
-    assert run_units(engine, [together]) == [(True, None)]
-    assert _statements(engine) == before + 1
-    assert _stored(engine) == single
+    sets: list[tuple[Any, ...]] = [("x", 2**62, "été"), ("y", None, None), ("z", -1, "a'b")]
+    single, single_statements, together, statements = _one_by_one_then_together(engine, NOTE_OF, sets)
+    assert (single_statements, statements) == (3, 1)
+    assert together == single
     assert single == [
         ("x", None, True, None, 2**62, "ÉTÉ", 5),
         ("y", None, True, None, None, None, 5),
@@ -199,11 +190,13 @@ def test_an_insert_of_expressions_is_one_statement_stored_as_one_by_one(engine: 
 
 def test_only_a_plain_insert_on_postgresql_is_compiled_so() -> None:
     pg = postgresql.psycopg.dialect()
-    assert compile_rows_insert(insert(notes), pg, COLUMNS) is not None
-    assert compile_rows_insert(insert(notes), sqlite.dialect(), COLUMNS) is None
-    assert compile_rows_insert(postgresql.insert(notes).on_conflict_do_nothing(), pg, COLUMNS) is None
-    assert compile_rows_insert(insert(notes).returning(notes.c.seq), pg, COLUMNS) is None
-    assert compile_rows_insert(insert(notes), pg, ("name",)) is None  # ``counted`` from its Python default
+    assert compile_rows_statement(insert(notes), pg, COLUMNS, columns=True) is not None
+    assert compile_rows_statement(insert(notes), sqlite.dialect(), COLUMNS, columns=True) is None
+    assert compile_rows_statement(postgresql.insert(notes).on_conflict_do_nothing(), pg, COLUMNS, columns=True) is None
+    assert compile_rows_statement(insert(notes).returning(notes.c.seq), pg, COLUMNS, columns=True) is None
+    assert (
+        compile_rows_statement(insert(notes), pg, ("name",), columns=True) is None
+    )  # ``counted`` from its Python default
     assert compile_rows_statement(NOTE_OF.stmt, pg, NOTE_OF.names) is not None
     assert compile_rows_statement(NOTE_OF.stmt, sqlite.dialect(), NOTE_OF.names) is None
     # An UPDATE stays an executemany; a parameter SQLAlchemy converts (JSON) cannot be read from the rows.

@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, Executable, Table, event, insert
 from sqlalchemy.sql.dml import Insert, UpdateBase
 
-from openbloo.db.direct import Prepared, compile_direct, compile_rows_insert, compile_rows_statement, dbapi_cursor
+from openbloo.db.direct import Prepared, compile_direct, compile_rows_statement, dbapi_cursor
 
 T = TypeVar("T")
 Unit = Callable[["Batch"], T]
@@ -368,14 +368,11 @@ class Batch:
         self, stmt: Executable, names: tuple[str, ...], rows: list[tuple[Any, ...]], *, plain_insert: bool = True
     ) -> bool:
         """PostgreSQL: run ``stmt`` once for all ``rows`` (values in ``names`` order: the columns of a plain
-        INSERT, else the statement's parameters); False where that cannot be done (SQLite, a statement of
-        another shape, an UPDATE's two sets for one row): the caller runs its executemany."""
+        INSERT, else the statement's parameters); False where that cannot be done (SQLite, an UPDATE, a
+        statement of another shape): the caller runs its executemany."""
         if not self.is_postgres:
             return False
-        dialect = self.conn.dialect
-        many = (
-            compile_rows_insert(stmt, dialect, names) if plain_insert else compile_rows_statement(stmt, dialect, names)
-        )
+        many = compile_rows_statement(stmt, self.conn.dialect, names, columns=plain_insert)
         params = many.params(rows) if many is not None else None
         if many is None or params is None:
             return False

@@ -221,63 +221,79 @@ def dbapi_cursor(conn: Connection) -> Any:
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
-class RowsInsert:
-    """PostgreSQL: the rows of one INSERT in a single statement, bound as one JSON array of rows.
+class RowsStatement:
+    """PostgreSQL: an INSERT run once for all the rows a batch queued for it, which it reads from one JSON
+    array of rows.
 
     ``executemany`` sends a Bind and an Execute per row, the server runs each as a statement of its own, and
     psycopg dumps each row's parameters on its own. An accepting batch inserts each of its tables' rows by
     the batch, a worker's outcome a row of ``events`` and of ``webhook_deliveries`` per status the device
-    reported, the webhook sender its attempts by the dozen. ``INSERT ... SELECT FROM
-    json_populate_recordset(NULL::table, rows)`` inserts them in one execution: msgspec encodes the rows in
-    one call, the server reads each value through its column's input (a value too long for its VARCHAR is
-    refused as the INSERT would refuse it), and ``WITH ORDINALITY`` keeps the queue's order for the serial
-    keys, which the claims' order relies on. Arrays (``unnest``) were measured first: psycopg dumps a list
-    element by element in Python, which cost the client more than the executemany it replaced. SQLite has
-    no use for either: its driver's ``executemany`` runs in-process.
+    reported, the webhook sender its attempts by the dozen. A plain ``insert(table)`` becomes ``INSERT ...
+    SELECT FROM json_populate_recordset(NULL::table, rows)``: msgspec encodes the rows in one call and the
+    server reads each value through its column's input (a value too long for its VARCHAR is refused as the
+    INSERT would refuse it). An ``INSERT ... VALUES`` of expressions of parameters (a batch's new chats and
+    conversations) reads them from ``json_to_recordset``, its literals bound once. ``WITH ORDINALITY``
+    keeps the queue's order for the serial keys, which the claims' order relies on.
+
+    Measured and left aside (docs/benchmarks.md, thirteenth round): arrays (``unnest``), which psycopg dumps
+    element by element in Python, costing the client more than the executemany it replaced; and UPDATEs
+    ``FROM`` the rows, for which the server plans a join that cost it more than the statements it saved.
+    SQLite has no use for any of it: its driver's ``executemany`` runs in-process.
     """
 
-    __slots__ = ("columns", "sql")
+    __slots__ = ("constants", "names", "sql")
 
-    def __init__(self, sql: str, columns: tuple[str, ...]) -> None:
+    def __init__(self, sql: str, names: tuple[str, ...], constants: dict[str, Any] | None = None) -> None:
         self.sql = sql
-        self.columns = columns
+        self.names = names  # the columns of a plain INSERT, else the statement's per-row parameters
+        self.constants = constants or {}
 
-    def params(self, rows: Sequence[Sequence[Any]]) -> dict[str, str] | None:
-        """The statement's parameter for ``rows`` (tuples of values in the statement's column order), or None
-        if a value has no JSON form (the caller then runs its executemany)."""
+    def params(self, rows: Sequence[Sequence[Any]]) -> dict[str, Any] | None:
+        """The statement's parameters for ``rows`` (tuples in ``names`` order), or None if a value has no JSON
+        form (the caller then runs its executemany)."""
+        names = self.names
         try:
-            columns = self.columns
-            return {"rows": _encode_rows([dict(zip(columns, row, strict=True)) for row in rows]).decode()}
+            encoded = _encode_rows([dict(zip(names, row, strict=True)) for row in rows]).decode()
         except (TypeError, msgspec.EncodeError):
             return None
+        return {**self.constants, "openbloo_rows": encoded}
 
 
 _encode_rows = msgspec.json.Encoder().encode
-_rows_inserts: dict[tuple[Any, ...], RowsInsert | None] = {}
+_rows_statements: dict[tuple[Any, ...], RowsStatement | None] = {}
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
-def compile_rows_insert(stmt: Executable, dialect: Any, columns: Sequence[str]) -> RowsInsert | None:
-    """:class:`RowsInsert` for a plain ``insert(table)`` of ``columns`` on PostgreSQL, else None (another
-    dialect, or a statement the driver cursor cannot run as it is: see :func:`compile_direct`)."""
-    key = (stmt, dialect.name, tuple(columns))
+def compile_rows_statement(
+    stmt: Executable, dialect: Any, names: Sequence[str], *, columns: bool = False
+) -> RowsStatement | None:
+    """:class:`RowsStatement` for ``stmt`` on PostgreSQL, else None (another dialect; a statement the driver
+    cursor cannot run as it is, see :func:`compile_direct`; ON CONFLICT, RETURNING, an UPDATE; a parameter
+    SQLAlchemy converts in a way the JSON text cannot stand in for).
+
+    ``columns``: ``stmt`` is a plain ``insert(table)`` and ``names`` its columns; otherwise ``names`` are
+    the statement's per-row parameters.
+    """
+    key = (stmt, dialect.name, tuple(names), columns)
     try:
-        return _rows_inserts[key]
+        return _rows_statements[key]
     except KeyError:
         pass
-    made: RowsInsert | None = None
+    made: RowsStatement | None = None
     if dialect.name == "postgresql" and dialect.paramstyle == "pyformat" and isinstance(stmt, Insert):
-        # Only ``insert(table)`` itself: no ON CONFLICT, RETURNING, values or SELECT of its own.
-        plain = stmt._post_values_clause is None and stmt.select is None
-        plain = plain and not (stmt._returning or stmt._multi_values or stmt._values)
-        if plain and compile_direct(stmt, dialect, columns) is not None:
-            made = _build_rows_insert(stmt, dialect, columns)
-    if len(_rows_inserts) >= MAX_COMPILED:
-        _rows_inserts.clear()
-    _rows_inserts[key] = made
+        plain = stmt._post_values_clause is None and stmt.select is None and not stmt._returning
+        if plain and not stmt._multi_values and compile_direct(stmt, dialect, names if columns else None) is not None:
+            if not columns:
+                made = _build_rows_statement(stmt, dialect, tuple(names))
+            elif not stmt._values:  # ``insert(table)`` itself
+                made = _build_rows_insert(stmt, dialect, tuple(names))
+    if len(_rows_statements) >= MAX_COMPILED:
+        _rows_statements.clear()
+    _rows_statements[key] = made
     return made
 
 
-def _build_rows_insert(stmt: Insert, dialect: Any, columns: Sequence[str]) -> RowsInsert | None:
+def _build_rows_insert(stmt: Insert, dialect: Any, columns: tuple[str, ...]) -> RowsStatement | None:
     table = stmt.table
     quote = dialect.identifier_preparer
     processors = stmt.compile(dialect=dialect, column_keys=list(columns))._bind_processors
@@ -293,64 +309,17 @@ def _build_rows_insert(stmt: Insert, dialect: Any, columns: Sequence[str]) -> Ro
             name = f"COALESCE({name}, 'null'::{column.type.compile(dialect=dialect)})"
         values.append(name)
     names = ", ".join(quote.quote(table.c[key].name) for key in columns)
-    return RowsInsert(
+    return RowsStatement(
         f"INSERT INTO {quote.format_table(table)} ({names}) SELECT {', '.join(values)} FROM json_populate_recordset("
-        f"NULL::{quote.format_table(table)}, %(rows)s::json) WITH ORDINALITY AS openbloo_rows ORDER BY ordinality",
-        tuple(columns),
+        f"NULL::{quote.format_table(table)}, %(openbloo_rows)s::json) WITH ORDINALITY AS openbloo_set"
+        " ORDER BY ordinality",
+        columns,
     )
-
-
-class RowsStatement:
-    """PostgreSQL: a :class:`Prepared` ``INSERT ... VALUES (expressions of its parameters)`` run once for all
-    its parameter sets, read from a JSON array of rows (``json_to_recordset``), as :class:`RowsInsert` does
-    for plain inserts: the new chats and conversations of an accepting batch. UPDATEs were measured the same
-    way and are left to executemany: ``UPDATE ... FROM`` the rows made the server plan a join, and cost it
-    more than the statements it saved (docs/benchmarks.md, thirteenth round).
-    """
-
-    __slots__ = ("constants", "names", "sql")
-
-    def __init__(self, sql: str, names: tuple[str, ...], constants: dict[str, Any]) -> None:
-        self.sql = sql
-        self.names = names
-        self.constants = constants
-
-    def params(self, rows: Sequence[Sequence[Any]]) -> dict[str, Any] | None:
-        """The statement's parameters for ``rows`` (tuples in ``names`` order), or None if a value has no JSON
-        form (the caller then runs its executemany)."""
-        names = self.names
-        try:
-            encoded = _encode_rows([dict(zip(names, row, strict=True)) for row in rows]).decode()
-        except (TypeError, msgspec.EncodeError):
-            return None
-        return {**self.constants, "openbloo_rows": encoded}
-
-
-_rows_statements: dict[tuple[Any, ...], RowsStatement | None] = {}
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-
-
-def compile_rows_statement(stmt: Executable, dialect: Any, names: Sequence[str]) -> RowsStatement | None:
-    """:class:`RowsStatement` for ``stmt`` with its per-row parameters ``names`` on PostgreSQL, else None
-    (another dialect; a statement of another shape, or one whose parameters need converting)."""
-    key = (stmt, dialect.name, tuple(names))
-    try:
-        return _rows_statements[key]
-    except KeyError:
-        pass
-    made: RowsStatement | None = None
-    if dialect.name == "postgresql" and dialect.paramstyle == "pyformat" and isinstance(stmt, Insert):
-        made = _build_rows_statement(stmt, dialect, tuple(names))
-    if len(_rows_statements) >= MAX_COMPILED:
-        _rows_statements.clear()
-    _rows_statements[key] = made
-    return made
 
 
 def _build_rows_statement(stmt: Insert, dialect: Any, names: tuple[str, ...]) -> RowsStatement | None:
     direct = compile_direct(stmt, dialect)
-    if direct is None or stmt._returning or stmt._post_values_clause is not None or stmt.select is not None:
-        return None
+    assert direct is not None  # checked by the caller
     compiled = stmt.compile(dialect=dialect)
     if any(name in compiled._bind_processors for name in names):
         return None  # a conversion (JSON, ...) the row's JSON text cannot stand in for
@@ -360,7 +329,7 @@ def _build_rows_statement(stmt: Insert, dialect: Any, names: tuple[str, ...]) ->
             types[name] = "VARCHAR" if isinstance(bind.type, String) else bind.type.compile(dialect=dialect)
     # The serial key's implicit RETURNING goes (an executemany reads none of what it returns either).
     head, sep, values = direct.sql.partition(" RETURNING ")[0].partition(" VALUES (")
-    if set(types) != set(names) or not sep or not values.endswith(")") or stmt._multi_values:
+    if set(types) != set(names) or not sep or not values.endswith(")"):
         return None
     # The statement's own literals (``message_count=0``) stay parameters of their own, the same for every row.
     constants = {name: bind.value for bind, name in compiled.bind_names.items() if name not in names}
