@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, Executable, Table, event, insert
 from sqlalchemy.sql.dml import Insert, UpdateBase
 
-from openbloo.db.direct import Prepared, compile_direct, compile_rows_statement, dbapi_cursor
+from openbloo.db.direct import Prepared, RowsStatement, compile_direct, compile_rows_statement, dbapi_cursor
 
 T = TypeVar("T")
 Unit = Callable[["Batch"], T]
@@ -326,8 +326,10 @@ class Batch:
             if field is not None and len(params) > 1:
                 params = list({p[field]: p for p in params}.values())  # the last set of each row
             if isinstance(stmt, Prepared):
-                if len(params) > 1 and self._run_as_one(stmt.stmt, stmt.names, params, plain_insert=stmt.columns):
-                    continue
+                if len(params) > 1 and self.is_postgres:
+                    many = compile_rows_statement(stmt.stmt, self.conn.dialect, stmt.names, columns=stmt.columns)
+                    if self._run_as_one(many, params):
+                        continue
                 direct = stmt.compiled(self.conn.dialect)
                 rows: Any = params if direct.as_is else [direct.params(t) for t in params]
                 cur = self._raw_cursor()
@@ -351,9 +353,12 @@ class Batch:
         self._pending.clear()
 
     def _execute_many(self, stmt: Executable, params: list[dict[str, Any]], keys: tuple[str, ...] | None) -> None:
-        many = keys is not None and len(params) > 1 and self.is_postgres
-        if many and self._run_as_one(stmt, keys or (), [tuple(p[k] for k in keys or ()) for p in params]):
-            return
+        if keys is not None and len(params) > 1 and self.is_postgres:
+            many = compile_rows_statement(stmt, self.conn.dialect, keys, columns=True)
+            # Dicts keyed by column key go as they are where the keys are the column names the statement reads.
+            rows = params if many is None or many.fields == keys else [tuple(p[k] for k in keys) for p in params]
+            if self._run_as_one(many, rows):
+                return
         direct = compile_direct(stmt, self.conn.dialect, keys)
         if direct is None:
             self.conn.execute(stmt, params)
@@ -364,15 +369,9 @@ class Batch:
         else:
             cur.executemany(direct.sql, [direct.params(p) for p in params])
 
-    def _run_as_one(
-        self, stmt: Executable, names: tuple[str, ...], rows: list[tuple[Any, ...]], *, plain_insert: bool = True
-    ) -> bool:
-        """PostgreSQL: run ``stmt`` once for all ``rows`` (values in ``names`` order: the columns of a plain
-        INSERT, else the statement's parameters); False where that cannot be done (SQLite, an UPDATE, a
-        statement of another shape): the caller runs its executemany."""
-        if not self.is_postgres:
-            return False
-        many = compile_rows_statement(stmt, self.conn.dialect, names, columns=plain_insert)
+    def _run_as_one(self, many: RowsStatement | None, rows: Any) -> bool:
+        """PostgreSQL: run ``many`` once for all ``rows``; False where there is no such statement (an UPDATE, a
+        statement of another shape) or a value has no JSON form: the caller runs its executemany."""
         params = many.params(rows) if many is not None else None
         if many is None or params is None:
             return False

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import JSON, Boolean, Connection, Executable, String
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import NullType
+
+T = TypeVar("T")
 
 
 class Direct:
@@ -143,11 +145,15 @@ def compile_direct(
         return _cache[cache_key]
     except KeyError:
         pass
-    direct = _build(stmt, dialect, keys, order)
-    if len(_cache) >= MAX_COMPILED:
-        _cache.clear()
-    _cache[cache_key] = direct
-    return direct
+    return _remember(_cache, cache_key, _build(stmt, dialect, keys, order))
+
+
+def _remember(cache: dict[tuple[Any, ...], T], key: tuple[Any, ...], value: T) -> T:
+    """Keep ``value`` under ``key`` in one of the bounded caches of compiled statements (emptied when full)."""
+    if len(cache) >= MAX_COMPILED:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def _build(
@@ -241,22 +247,24 @@ class RowsStatement:
     SQLite has no use for any of it: its driver's ``executemany`` runs in-process.
     """
 
-    __slots__ = ("constants", "names", "sql")
+    __slots__ = ("constants", "fields", "sql")
 
-    def __init__(self, sql: str, names: tuple[str, ...], constants: dict[str, Any] | None = None) -> None:
+    def __init__(self, sql: str, fields: tuple[str, ...], constants: dict[str, Any] | None = None) -> None:
         self.sql = sql
-        self.names = names  # the columns of a plain INSERT, else the statement's per-row parameters
+        # The rows' keys, in the order of a row's values: a plain INSERT's column names, else the statement's
+        # per-row parameters.
+        self.fields = fields
         self.constants = constants or {}
 
-    def params(self, rows: Sequence[Sequence[Any]]) -> dict[str, Any] | None:
-        """The statement's parameters for ``rows`` (tuples in ``names`` order), or None if a value has no JSON
-        form (the caller then runs its executemany)."""
-        names = self.names
+    def params(self, rows: Sequence[Sequence[Any]] | Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+        """The statement's parameters for ``rows`` (tuples in ``fields`` order, or dicts keyed by ``fields``),
+        or None if a value has no JSON form (the caller then runs its executemany)."""
+        fields = self.fields
         try:
-            encoded = _encode_rows([dict(zip(names, row, strict=True)) for row in rows]).decode()
+            encoded = _encode_rows([r if isinstance(r, dict) else dict(zip(fields, r, strict=True)) for r in rows])
         except (TypeError, msgspec.EncodeError):
             return None
-        return {**self.constants, "openbloo_rows": encoded}
+        return {**self.constants, "openbloo_rows": encoded.decode()}
 
 
 _encode_rows = msgspec.json.Encoder().encode
@@ -271,8 +279,8 @@ def compile_rows_statement(
     cursor cannot run as it is, see :func:`compile_direct`; ON CONFLICT, RETURNING, an UPDATE; a parameter
     SQLAlchemy converts in a way the JSON text cannot stand in for).
 
-    ``columns``: ``stmt`` is a plain ``insert(table)`` and ``names`` its columns; otherwise ``names`` are
-    the statement's per-row parameters.
+    ``columns``: ``stmt`` is a plain ``insert(table)`` and ``names`` the keys of its columns; otherwise
+    ``names`` are the statement's per-row parameters.
     """
     key = (stmt, dialect.name, tuple(names), columns)
     try:
@@ -281,45 +289,41 @@ def compile_rows_statement(
         pass
     made: RowsStatement | None = None
     if dialect.name == "postgresql" and dialect.paramstyle == "pyformat" and isinstance(stmt, Insert):
-        plain = stmt._post_values_clause is None and stmt.select is None and not stmt._returning
-        if plain and not stmt._multi_values and compile_direct(stmt, dialect, names if columns else None) is not None:
-            if not columns:
-                made = _build_rows_statement(stmt, dialect, tuple(names))
-            elif not stmt._values:  # ``insert(table)`` itself
-                made = _build_rows_insert(stmt, dialect, tuple(names))
-    if len(_rows_statements) >= MAX_COMPILED:
-        _rows_statements.clear()
-    _rows_statements[key] = made
-    return made
+        plain = stmt._post_values_clause is None and stmt.select is None and not (stmt._returning or stmt._multi_values)
+        direct = compile_direct(stmt, dialect, names if columns else None) if plain else None
+        if direct is not None and not columns:
+            made = _build_rows_statement(stmt, direct, dialect, tuple(names))
+        elif direct is not None and not stmt._values:  # ``insert(table)`` itself
+            made = _build_rows_insert(stmt, dialect, tuple(names))
+    return _remember(_rows_statements, key, made)
 
 
 def _build_rows_insert(stmt: Insert, dialect: Any, columns: tuple[str, ...]) -> RowsStatement | None:
     table = stmt.table
     quote = dialect.identifier_preparer
     processors = stmt.compile(dialect=dialect, column_keys=list(columns))._bind_processors
-    values = []
+    fields, targets, values = [], [], []
     for key in columns:
         column = table.c[key]
         name = quote.quote(column.name)
         proc = processors.get(key)
         if proc is not None and not isinstance(column.type, JSON | Boolean):
             return None  # a conversion the JSON text and the column's input cannot stand in for
+        fields.append(column.name)  # json_populate_recordset reads a row's values by column name
+        targets.append(name)
         if proc is not None and not _maps_none_to_none(proc):  # type: ignore[arg-type]
             # SQLAlchemy binds None to a JSON column as JSON null; the record's null would be SQL NULL.
             name = f"COALESCE({name}, 'null'::{column.type.compile(dialect=dialect)})"
         values.append(name)
-    names = ", ".join(quote.quote(table.c[key].name) for key in columns)
     return RowsStatement(
-        f"INSERT INTO {quote.format_table(table)} ({names}) SELECT {', '.join(values)} FROM json_populate_recordset("
-        f"NULL::{quote.format_table(table)}, %(openbloo_rows)s::json) WITH ORDINALITY AS openbloo_set"
-        " ORDER BY ordinality",
-        columns,
+        f"INSERT INTO {quote.format_table(table)} ({', '.join(targets)}) SELECT {', '.join(values)}"
+        f" FROM json_populate_recordset(NULL::{quote.format_table(table)}, %(openbloo_rows)s::json)"
+        " WITH ORDINALITY AS openbloo_set ORDER BY ordinality",
+        tuple(fields),
     )
 
 
-def _build_rows_statement(stmt: Insert, dialect: Any, names: tuple[str, ...]) -> RowsStatement | None:
-    direct = compile_direct(stmt, dialect)
-    assert direct is not None  # checked by the caller
+def _build_rows_statement(stmt: Insert, direct: Direct, dialect: Any, names: tuple[str, ...]) -> RowsStatement | None:
     compiled = stmt.compile(dialect=dialect)
     if any(name in compiled._bind_processors for name in names):
         return None  # a conversion (JSON, ...) the row's JSON text cannot stand in for
