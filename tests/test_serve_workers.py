@@ -47,6 +47,14 @@ def read_output(serve: ServeProcess) -> bytes:
     return serve.output
 
 
+def read_rest(serve: ServeProcess) -> bytes:
+    """serve's output to the end, once it and its worker have exited."""
+    assert serve.proc is not None and serve.proc.stdout is not None
+    os.set_blocking(serve.proc.stdout.fileno(), True)
+    serve.output += serve.proc.stdout.read()
+    return serve.output
+
+
 def worker_of(serve: ServeProcess) -> int:
     assert serve.proc is not None
     return wait_for(lambda: children(serve.proc.pid) if serve.proc else [], what="serve's worker process")[0]
@@ -76,6 +84,8 @@ def test_serve_delivers_from_a_worker_process_it_stops_with_itself(tmp_path: Pat
     finally:
         serve.stop()  # SIGTERM: serve stops its worker before it exits
     assert not alive(worker), "the worker process outlived serve"
+    # Stopped, not killed along with serve: the worker finished what it held and said so.
+    assert b"openbloo worker stopped" in read_rest(serve), serve.output.decode(errors="replace")
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
@@ -30,6 +30,9 @@ from openbloo.errors import GENERIC_CODES, ApiError
 from openbloo.messages.idempotency import SendOutcome
 from openbloo.messages.send_lane import INTERNAL_ERROR
 from openbloo.runtime import Runtime
+
+if TYPE_CHECKING:
+    from openbloo.workers import WorkerProcess
 
 log = logging.getLogger("openbloo.http")
 
@@ -89,7 +92,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error_response(ApiError(500, "internal_error", "Internal server error"))
 
 
-def build_api(runtime: Runtime) -> FastAPI:
+def build_api(runtime: Runtime, worker_process: WorkerProcess | None = None) -> FastAPI:
     from openbloo.account.router import router as account_router
     from openbloo.chats.router import router as chats_router
     from openbloo.devices.callbacks import router as callbacks_router
@@ -110,6 +113,11 @@ def build_api(runtime: Runtime) -> FastAPI:
         finally:
             if workers is not None:
                 await workers.stop()
+            if worker_process is not None:
+                # Here, not after uvicorn.run returns: on SIGTERM uvicorn re-raises the signal once it has shut
+                # down, which ends serve before any code after it runs, and the worker would only die with it
+                # (SIGKILL, parent-death signal) instead of finishing what it holds.
+                await asyncio.to_thread(worker_process.stop)
             await runtime.close()
 
     api = FastAPI(
@@ -187,11 +195,11 @@ def _install_openapi(api: FastAPI) -> None:
 class Openbloo:
     """The ASGI front: auth for every API request, the lean send lane, FastAPI for the rest."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, worker_process: WorkerProcess | None = None) -> None:
         from openbloo.messages.send_lane import SendLane
 
         self.runtime = runtime
-        self.api = build_api(runtime)
+        self.api = build_api(runtime, worker_process)
         self.send_lane = SendLane(runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -282,5 +290,6 @@ def _answer_error(exc: BaseException, answer: Answer) -> None:
     answer(INTERNAL_ERROR.status, INTERNAL_ERROR.body_bytes(), None)
 
 
-def create_app(runtime: Runtime | None = None) -> Openbloo:
-    return Openbloo(runtime or Runtime.create())
+def create_app(runtime: Runtime | None = None, worker_process: WorkerProcess | None = None) -> Openbloo:
+    """The ASGI application; ``worker_process`` (serve's) is stopped in its shutdown."""
+    return Openbloo(runtime or Runtime.create(), worker_process)

@@ -135,7 +135,7 @@ def serve(
         runtime.run_workers = False
         worker_process = WorkerProcess(settings.database_url, host=host, port=port)
         worker_process.start()
-    application = create_app(runtime)
+    application = create_app(runtime, worker_process)
     try:
         uvicorn.run(
             application,
@@ -148,7 +148,7 @@ def serve(
         )
     finally:
         if worker_process is not None:
-            worker_process.stop()
+            worker_process.stop()  # serve did not get as far as its shutdown (it stops the worker there)
 
 
 @app.command()
@@ -168,6 +168,7 @@ def worker(database_url: str | None = DbOption) -> None:
     typer.echo(f"openbloo worker on {_redact(settings.database_url)}" + (" (started by serve)" if serve_pid else ""))
     sys.stdout.flush()
     asyncio.run(run_worker_process(Runtime.create(settings), serve_pid))
+    typer.echo("openbloo worker stopped")
 
 
 # -- simulate ------------------------------------------------------------------------------------------------
