@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -67,6 +69,11 @@ conversations = Table(
     UniqueConstraint("chat_id", "number_id"),
 )
 
+_HAS_PROVIDER_ID: dict[str, Any] = {
+    "sqlite_where": text("provider_id IS NOT NULL"),
+    "postgresql_where": text("provider_id IS NOT NULL"),
+}
+
 messages = Table(
     "messages",
     metadata,
@@ -93,7 +100,7 @@ messages = Table(
     Column("sender", String(320), nullable=True),
     Column("error", Text, nullable=True),
     # The device's / provider's id for the message (iMessage GUID, Twilio SID): replies and callbacks match on it.
-    Column("provider_id", String(255), nullable=True, index=True),
+    Column("provider_id", String(255), nullable=True),
     epoch_ms("time_sent", nullable=False),
     epoch_ms("time_delivered"),
     epoch_ms("time_read"),
@@ -110,7 +117,11 @@ messages = Table(
     # One device message is one openbloo message: devices repeat their news (BlueBubbles sends
     # ``new-message`` twice, the reconciler re-reads what webhooks brought), and racing writers of the same
     # device id fail at flush and are re-run, which then finds the stored row.
-    Index("ix_messages_number_provider", "number_id", "provider_id", unique=True),
+    # Both provider-id indexes hold only the messages a device has named: an accepted message has no id
+    # yet, and each send wrote two entries for it (moved again once the id came). A lookup by
+    # ``provider_id = ...`` implies it is not NULL, so both stores use them with a bound parameter too.
+    Index("ix_messages_number_provider", "number_id", "provider_id", unique=True, **_HAS_PROVIDER_ID),
+    Index("ix_messages_provider_id", "provider_id", **_HAS_PROVIDER_ID),
 )
 # "This message is sent", as the partial index ix_messages_sent is defined: SQLite (and PostgreSQL's generic
 # plans) use a partial index only for a query whose WHERE names the same literal, not a bound parameter.
