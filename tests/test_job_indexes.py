@@ -32,3 +32,14 @@ def test_the_claims_find_pending_jobs_through_the_partial_indexes(tmp_path: Path
     stmt, params = claims._PENDING_JOBS(["conv_a", "conv_b"])
     jobs = _plan(db, stmt, params)
     assert "USING INDEX ix_delivery_jobs_pending_conversation" in jobs, jobs
+
+
+def test_a_job_is_found_by_its_transport_reference_through_the_message_id_index(tmp_path: Path) -> None:
+    # The reference is the message's id (migration 0008 dropped the reference's own index): without the
+    # message_id term the lookup would scan every job.
+    from openbloo.devices.bluebubbles import _JOB_BY_REF
+
+    db = tmp_path / "jobs.db"
+    upgrade(database_urls(f"sqlite:///{db}"))
+    plan = _plan(db, _JOB_BY_REF, {"ref": "msg_x", "number": "num_x"})
+    assert "SEARCH delivery_jobs USING INDEX sqlite_autoindex_delivery_jobs_1" in plan, plan

@@ -85,7 +85,8 @@ _MESSAGE = Prepared.insert(
         "created_at",
     ),
 )
-# ``transport_ref``: stable across attempts and restarts, the transport's handle for "was this already sent?"
+# ``transport_ref``: stable across attempts and restarts, the transport's handle for "was this already sent?";
+# the message's id, which lookups by reference rely on (devices.bluebubbles._JOB_BY_REF).
 _JOB = Prepared.insert(
     m.delivery_jobs,
     (

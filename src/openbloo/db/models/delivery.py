@@ -23,7 +23,8 @@ delivery_jobs = Table(
     Column("lease_owner", String(64), nullable=True),
     epoch_ms("lease_until"),
     # Stable reference handed to the transport on every attempt (e.g. BlueBubbles tempGuid), so a
-    # re-sent job can be recognised after a crash.
+    # re-sent job can be recognised after a crash. It is the message's id (messages.outbox), so the unique
+    # index of message_id finds a job by it: an index of its own cost every send an entry (migration 0008).
     Column("transport_ref", String(64), nullable=False),
     Column("last_error", Text, nullable=True),
     epoch_ms("created_at", nullable=False),
@@ -45,8 +46,6 @@ delivery_jobs = Table(
         sqlite_where=_JOB_PENDING_SQL,
         postgresql_where=_JOB_PENDING_SQL,
     ),
-    # Device news names our message by the reference we gave it (BlueBubbles echoes it as ``tempGuid``).
-    Index("ix_delivery_jobs_transport_ref", "transport_ref"),
 )
 
 # "This job is pending", as the partial indexes of delivery_jobs are defined: PostgreSQL's generic plans use
