@@ -70,3 +70,59 @@ def test_inserts_keep_queue_order_when_rows_leave_out_different_null_columns(tmp
         got = conn.execute(notes.select().order_by(notes.c.seq)).all()
     assert [(r.body, r.extra, r.counted) for r in got] == [(1, None, 0), (2, 20, 0), (3, None, 0), (4, None, 7)]
     engine.dispose()
+
+
+def _numbers_after(tmp_path: Path, name: str, batches: list[list[tuple[object, ...]]]) -> tuple[list[object], int]:
+    """The numbers rows after running ``batches`` of NUMBER_OUTBOUND sets (one unit per set), and the row
+    updates that took."""
+    from openbloo.db import models as m
+    from openbloo.db.migrate import upgrade
+    from openbloo.messages.outbox import _NUMBER_OUTBOUND
+
+    urls = database_urls(f"sqlite:///{tmp_path / name}")
+    upgrade(urls)
+    engine = make_sync_engine(urls)
+    with engine.begin() as conn:
+        for number_id in ("num_a", "num_b"):
+            conn.execute(
+                m.numbers.insert().values(
+                    id=number_id,
+                    organization_id="org",
+                    phone_number=f"+1555{number_id}",
+                    transport="simulator",
+                    created_at=0,
+                    day="2026-12-06",
+                    day_outbound=7,
+                    day_new_conversations=2,
+                )
+            )
+        before = conn.execute(text("SELECT total_changes()")).scalar_one()
+
+    def unit(values: tuple[object, ...]) -> object:
+        return lambda batch: batch.add(_NUMBER_OUTBOUND, values)
+
+    for sets in batches:
+        assert all(ok for ok, _ in run_units(engine, [unit(v) for v in sets]))  # type: ignore[arg-type]
+    with engine.begin() as conn:
+        changed = conn.execute(text("SELECT total_changes()")).scalar_one() - before
+        found = list(conn.execute(m.numbers.select().order_by(m.numbers.c.id)).all())
+    engine.dispose()
+    return found, changed
+
+
+def test_a_batchs_sends_from_one_number_update_its_counters_once(tmp_path: Path) -> None:
+    # (number, messages, time, day, new conversation): across midnight, from two numbers.
+    sets = [
+        ("num_a", 1, 100, "2026-12-06", 1),
+        ("num_a", 3, 200, "2026-12-06", 0),
+        ("num_b", 2, 250, "2026-12-06", 1),
+        ("num_a", 1, 300, "2026-12-07", 1),
+        ("num_a", 2, 400, "2026-12-07", 0),
+    ]
+    one_by_one, updates_apart = _numbers_after(tmp_path, "apart.db", [[s] for s in sets])
+    together, updates_together = _numbers_after(tmp_path, "together.db", [sets])
+    assert together == one_by_one
+    a = together[0]._mapping
+    assert (a["outbound_count"], a["day"], a["day_outbound"], a["day_new_conversations"]) == (7, "2026-12-07", 3, 1)
+    assert a["last_used_at"] == a["last_message_sent"] == 400
+    assert (updates_apart, updates_together) == (5, 3)  # num_a on each day, num_b once

@@ -326,6 +326,8 @@ class Batch:
             if field is not None and len(params) > 1:
                 params = list({p[field]: p for p in params}.values())  # the last set of each row
             if isinstance(stmt, Prepared):
+                if stmt.combine is not None and len(params) > 1:
+                    params = stmt.combine(params)
                 if len(params) > 1 and self.is_postgres:
                     many = compile_rows_statement(stmt.stmt, self.conn.dialect, stmt.names, columns=stmt.columns)
                     if self._run_as_one(many, params):

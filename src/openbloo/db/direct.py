@@ -193,15 +193,25 @@ class Prepared:
     driver as they are where the statement needs no conversion.
 
     ``Prepared.insert(table, columns)`` inserts ``columns`` (the values in that order); ``Prepared(stmt,
-    names)`` runs any other statement with its bind parameters ``names`` in that order.
+    names)`` runs any other statement with its bind parameters ``names`` in that order. ``combine``, for a
+    statement whose parameter sets add up (counters incremented by each), turns a batch's sets into fewer
+    that write the same: it runs at flush, over the sets of the units that succeeded.
     """
 
-    __slots__ = ("columns", "names", "stmt")
+    __slots__ = ("columns", "combine", "names", "stmt")
 
-    def __init__(self, stmt: Executable, names: Sequence[str], *, columns: bool = False) -> None:
+    def __init__(
+        self,
+        stmt: Executable,
+        names: Sequence[str],
+        *,
+        columns: bool = False,
+        combine: Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]] | None = None,
+    ) -> None:
         self.stmt = stmt
         self.names = tuple(names)
         self.columns = columns  # ``names`` are the columns of a plain INSERT (made by :meth:`insert`)
+        self.combine = combine
 
     @classmethod
     def insert(cls, table: Any, columns: Sequence[str]) -> Prepared:

@@ -103,7 +103,25 @@ _JOB = Prepared.insert(
     ),
 )
 _CHAT_OUTBOUND = Prepared(CHAT_OUTBOUND, ("b_id", "b_n", "b_t", "b_last_id", "b_last_text", "b_number"))
-_NUMBER_OUTBOUND = Prepared(NUMBER_OUTBOUND, ("b_id", "b_n", "b_t", "b_day", "b_new"))
+
+
+def _number_counters_summed(sets: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """A batch's sends from one number on one day as one UPDATE of its row: the statement adds ``b_n`` and
+    ``b_new`` to the counters, so adding their sums once writes what adding each did, and the latest time
+    is the one that stays. (One UPDATE of the same row per send was 1.5 % of an accepted send's CPU.)"""
+    summed: dict[tuple[Any, Any], list[Any]] = {}
+    for number_id, n, t, day, new in sets:
+        acc = summed.get((number_id, day))
+        if acc is None:
+            summed[(number_id, day)] = [number_id, n, t, day, new]
+        else:
+            acc[1] += n
+            acc[2] = max(acc[2], t)
+            acc[4] += new
+    return [tuple(acc) for acc in summed.values()]
+
+
+_NUMBER_OUTBOUND = Prepared(NUMBER_OUTBOUND, ("b_id", "b_n", "b_t", "b_day", "b_new"), combine=_number_counters_summed)
 
 
 @dataclass(slots=True)
