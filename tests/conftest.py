@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -29,6 +29,9 @@ from openbloo.config import Settings
 from openbloo.db.writer import run_unit
 from openbloo.http_lane import uvicorn_options
 from openbloo.runtime import Runtime
+
+if TYPE_CHECKING:
+    from tests.receiver import Receiver
 
 PG_URL = os.environ.get("OPENBLOO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -239,3 +242,13 @@ def tenant(server: Server) -> Tenant:
 @pytest.fixture
 def other_tenant(server: Server) -> Tenant:
     return make_tenant(server)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A loopback webhook receiver (tests.receiver) for the test, stopped after it."""
+    from tests.receiver import Receiver  # here: tests.receiver imports this module
+
+    r = Receiver().start()
+    yield r
+    r.stop()

@@ -5,7 +5,7 @@ because its attempt's log was dropped."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +22,6 @@ from tests.helpers import org_context, planned_send, started_runtime, wait_until
 from tests.receiver import Receiver
 
 EVENTS_PER_MESSAGE = 4  # message.queued, .sent, .delivered, .read: the simulator delivers and reads at once
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture

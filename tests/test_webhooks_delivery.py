@@ -4,24 +4,15 @@ and a slow receiver that must not hold up another (API.md §6, DECISIONS.md §14
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from openbloo.events.signing import verify
 from openbloo.ids import now_ms
 from tests.conftest import Server, Tenant, make_tenant, unique_number
 from tests.helpers import path_id, send, wait_for
 from tests.receiver import Receiver
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 def subscribe(t: Tenant, url: str, webhook_type: str = "all", **extra: Any) -> dict[str, Any]:
