@@ -26,7 +26,7 @@ from tests.conftest import _pg_admin_url
 MODEL_TABLES = set(metadata.tables)
 
 
-HEAD = "0008"  # the newest revision
+HEAD = "0009"  # the newest revision
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
