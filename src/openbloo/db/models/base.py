@@ -1,8 +1,11 @@
-"""What every table shares: the metadata (constraint naming), integer keys, optional JSON, epoch-ms columns."""
+"""What every table shares: the metadata (constraint naming), integer keys, optional JSON, epoch-ms columns,
+partial indexes."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Integer, MetaData
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Integer, MetaData, text
 
 # Integer primary keys must be INTEGER on SQLite to alias the rowid (and so autoincrement cheaply).
 SeqType = BigInteger().with_variant(Integer(), "sqlite")
@@ -24,3 +27,9 @@ metadata = MetaData(
 def epoch_ms(name: str, nullable: bool = True) -> Column:
     """A time column: UTC epoch milliseconds (BIGINT)."""
     return Column(name, BigInteger, nullable=nullable)
+
+
+def partial(predicate: str) -> dict[str, Any]:
+    """An ``Index``'s keyword arguments that make it partial, ``WHERE predicate``, on both stores."""
+    where = text(predicate)
+    return {"sqlite_where": where, "postgresql_where": where}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -15,10 +13,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     literal_column,
-    text,
 )
 
-from openbloo.db.models.base import OptionalJSON, SeqType, epoch_ms, metadata
+from openbloo.db.models.base import OptionalJSON, SeqType, epoch_ms, metadata, partial
 
 chats = Table(
     "chats",
@@ -69,11 +66,6 @@ conversations = Table(
     UniqueConstraint("chat_id", "number_id"),
 )
 
-_HAS_PROVIDER_ID: dict[str, Any] = {
-    "sqlite_where": text("provider_id IS NOT NULL"),
-    "postgresql_where": text("provider_id IS NOT NULL"),
-}
-
 messages = Table(
     "messages",
     metadata,
@@ -108,20 +100,15 @@ messages = Table(
     Index("ix_messages_chat_time", "chat_id", "time_sent", "seq"),
     # Restart recovery looks for messages left "sent" (receipts to re-arm), and only for those: a partial
     # index holds just them, so the status changes of every other message write no index entry.
-    Index(
-        "ix_messages_sent",
-        "status",
-        sqlite_where=text("status = 'sent'"),
-        postgresql_where=text("status = 'sent'"),
-    ),
+    Index("ix_messages_sent", "status", **partial("status = 'sent'")),
     # One device message is one openbloo message: devices repeat their news (BlueBubbles sends
     # ``new-message`` twice, the reconciler re-reads what webhooks brought), and racing writers of the same
     # device id fail at flush and are re-run, which then finds the stored row.
     # Both provider-id indexes hold only the messages a device has named: an accepted message has no id
     # yet, and each send wrote two entries for it (moved again once the id came). A lookup by
     # ``provider_id = ...`` implies it is not NULL, so both stores use them with a bound parameter too.
-    Index("ix_messages_number_provider", "number_id", "provider_id", unique=True, **_HAS_PROVIDER_ID),
-    Index("ix_messages_provider_id", "provider_id", **_HAS_PROVIDER_ID),
+    Index("ix_messages_number_provider", "number_id", "provider_id", unique=True, **partial("provider_id IS NOT NULL")),
+    Index("ix_messages_provider_id", "provider_id", **partial("provider_id IS NOT NULL")),
 )
 # "This message is sent", as the partial index ix_messages_sent is defined: SQLite (and PostgreSQL's generic
 # plans) use a partial index only for a query whose WHERE names the same literal, not a bound parameter.

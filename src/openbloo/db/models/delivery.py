@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table, Text, literal_column, text
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table, Text, literal_column
 
-from openbloo.db.models.base import SeqType, epoch_ms, metadata
+from openbloo.db.models.base import SeqType, epoch_ms, metadata, partial
 
-_JOB_PENDING_SQL = text("state = 'pending'")  # the partial indexes' predicate (JOB_IS_PENDING, below)
+_JOB_PENDING_SQL = "state = 'pending'"  # the partial indexes' predicate (JOB_IS_PENDING, below)
 
 delivery_jobs = Table(
     "delivery_jobs",
@@ -36,15 +36,13 @@ delivery_jobs = Table(
         "ix_delivery_jobs_pending_due",
         "next_attempt_at",
         "seq",
-        sqlite_where=_JOB_PENDING_SQL,
-        postgresql_where=_JOB_PENDING_SQL,
+        **partial(_JOB_PENDING_SQL),
     ),
     Index(
         "ix_delivery_jobs_pending_conversation",
         "conversation_id",
         "seq",
-        sqlite_where=_JOB_PENDING_SQL,
-        postgresql_where=_JOB_PENDING_SQL,
+        **partial(_JOB_PENDING_SQL),
     ),
 )
 
