@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import Engine, select
+from sqlalchemy.dialects import sqlite
 
 from openbloo.account.numbers import add_number
 from openbloo.addressing import parse_chat_id
@@ -57,6 +59,20 @@ def wait_status(tenant: Tenant, chat_id: str, message_id: str, *statuses: str, t
         return msg if msg["status"] in statuses else None
 
     return wait_for(check, timeout, what=f"{message_id} to reach {statuses}")
+
+
+def sqlite_plan(db: Path | sqlite3.Connection, stmt: Any, params: dict[str, Any]) -> str:
+    """SQLite's query plan of the SQLAlchemy statement ``stmt`` with ``params`` bound, its steps joined by
+    " / ", on the database file ``db`` or an open connection."""
+    compiled = stmt.compile(dialect=sqlite.dialect())
+    values = compiled.construct_params(params)
+    bound = tuple(values[name] for name in compiled.positiontup)
+    conn = sqlite3.connect(db) if isinstance(db, Path) else db
+    try:
+        return " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + str(compiled), bound))
+    finally:
+        if conn is not db:
+            conn.close()
 
 
 def events_of(server: Server, message_id: str) -> list[str]:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy.dialects import sqlite
 
 from openbloo.config import database_urls
 from openbloo.db.migrate import upgrade
 from openbloo.events.deliveries import _CHOSEN
+from tests.helpers import sqlite_plan
 
 
 def _indexes(db: Path) -> set[str]:
@@ -20,18 +18,10 @@ def _indexes(db: Path) -> set[str]:
         return {row[1] for row in conn.execute("PRAGMA index_list('events')")}
 
 
-def _plan(db: Path, stmt: Any, params: dict[str, Any]) -> str:
-    compiled = stmt.compile(dialect=sqlite.dialect())
-    values = compiled.construct_params(params)
-    bound = tuple(values[name] for name in compiled.positiontup)
-    with sqlite3.connect(db) as conn:
-        return " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + str(compiled), bound))
-
-
 def test_events_keep_only_the_index_of_their_id_and_deliveries_read_them_through_it(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     upgrade(database_urls(f"sqlite:///{db}"))
     assert _indexes(db) == {"sqlite_autoindex_events_1"}  # the unique id
     stmt, params = _CHOSEN([1, 2, 3])
-    plan = _plan(db, stmt, params)
+    plan = sqlite_plan(db, stmt, params)
     assert "SEARCH events USING INDEX sqlite_autoindex_events_1 (id=?)" in plan, plan

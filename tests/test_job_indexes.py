@@ -5,32 +5,21 @@ generic plans need the literal, ``models.JOB_IS_PENDING``.)"""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy.dialects import sqlite
 
 from openbloo.config import database_urls
 from openbloo.db.migrate import upgrade
 from openbloo.delivery import claims
-
-
-def _plan(db: Path, stmt: Any, params: dict[str, Any]) -> str:
-    compiled = stmt.compile(dialect=sqlite.dialect())
-    values = compiled.construct_params(params)
-    bound = tuple(values[name] for name in compiled.positiontup)
-    with sqlite3.connect(db) as conn:
-        return " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + str(compiled), bound))
+from tests.helpers import sqlite_plan
 
 
 def test_the_claims_find_pending_jobs_through_the_partial_indexes(tmp_path: Path) -> None:
     db = tmp_path / "jobs.db"
     upgrade(database_urls(f"sqlite:///{db}"))
-    due = _plan(db, claims._DUE, {"b_now": 0, "b_scan": 64})
+    due = sqlite_plan(db, claims._DUE, {"b_now": 0, "b_scan": 64})
     assert "USING INDEX ix_delivery_jobs_pending_due" in due, due
     stmt, params = claims._PENDING_JOBS(["conv_a", "conv_b"])
-    jobs = _plan(db, stmt, params)
+    jobs = sqlite_plan(db, stmt, params)
     assert "USING INDEX ix_delivery_jobs_pending_conversation" in jobs, jobs
 
 
@@ -41,5 +30,5 @@ def test_a_job_is_found_by_its_transport_reference_through_the_message_id_index(
 
     db = tmp_path / "jobs.db"
     upgrade(database_urls(f"sqlite:///{db}"))
-    plan = _plan(db, _JOB_BY_REF, {"ref": "msg_x", "number": "num_x"})
+    plan = sqlite_plan(db, _JOB_BY_REF, {"ref": "msg_x", "number": "num_x"})
     assert "SEARCH delivery_jobs USING INDEX sqlite_autoindex_delivery_jobs_1" in plan, plan

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from openbloo.db.models import messages
 from openbloo.delivery.state import _STATE_BY_PROVIDER_ID
@@ -18,7 +18,7 @@ from openbloo.devices.bluebubbles import _MESSAGE_BY_GUID
 from openbloo.devices.twilio import _MESSAGE_BY_SID
 from openbloo.transports.registry import _PROVIDER_ID_OWNER
 from tests.conftest import Tenant
-from tests.helpers import message, path_id, wait_for
+from tests.helpers import send, sqlite_plan, wait_status
 
 INDEXES = ("ix_messages_provider_id", "ix_messages_number_provider")
 
@@ -31,21 +31,16 @@ LOOKUPS: list[tuple[str, Any, dict[str, Any]]] = [
 
 
 def _delivered(tenant: Tenant, to: str, n: int) -> list[str]:
-    http = tenant.http()
-    ids = [http.post(f"/chats/{path_id(to)}/messages", json={"text": f"m{i}"}).json()["message_id"] for i in range(n)]
+    ids = [send(tenant, to, text=f"m{i}")["message_id"] for i in range(n)]
     for mid in ids:
-        wait_for(lambda mid=mid: message(tenant, to, mid)["status"] in ("delivered", "read"), what=f"{mid} delivered")
+        wait_status(tenant, to, mid, "delivered", "read")
     return ids
 
 
 def _plan(engine: sa.Engine, stmt: Any, params: dict[str, Any]) -> str:
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
-            compiled = stmt.compile(dialect=sqlite.dialect())
-            values = compiled.construct_params(params)
-            bound = tuple(values[name] for name in compiled.positiontup)
-            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), bound).all()
-            return " / ".join(row[3] for row in rows)
+            return sqlite_plan(conn.connection.dbapi_connection, stmt, params)  # type: ignore[arg-type]
         # A prepared statement's generic plan (what a server that caches plans runs), with scans priced out:
         # if the index's predicate were not implied, PostgreSQL could not use it and would scan anyway.
         compiled = stmt.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
@@ -71,6 +66,7 @@ def test_lookups_by_provider_id_use_the_partial_indexes(
 
 def test_the_indexes_hold_only_messages_with_a_provider_id(tenant: Tenant) -> None:
     engine = tenant.server.runtime.engine
+    definitions: dict[str, str]
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             definitions = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index'").all())

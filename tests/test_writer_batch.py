@@ -3,7 +3,9 @@ deferred inserts keep their queue order when their rows set different columns.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, Table, bindparam, text, update
 
@@ -72,7 +74,7 @@ def test_inserts_keep_queue_order_when_rows_leave_out_different_null_columns(tmp
     engine.dispose()
 
 
-def _numbers_after(tmp_path: Path, name: str, batches: list[list[tuple[object, ...]]]) -> tuple[list[object], int]:
+def _numbers_after(tmp_path: Path, name: str, batches: list[list[tuple[Any, ...]]]) -> tuple[list[Any], int]:
     """The numbers rows after running ``batches`` of NUMBER_OUTBOUND sets (one unit per set), and the row
     updates that took."""
     from openbloo.db import models as m
@@ -98,11 +100,11 @@ def _numbers_after(tmp_path: Path, name: str, batches: list[list[tuple[object, .
             )
         before = conn.execute(text("SELECT total_changes()")).scalar_one()
 
-    def unit(values: tuple[object, ...]) -> object:
+    def unit(values: tuple[Any, ...]) -> Callable[[Batch], None]:
         return lambda batch: batch.add(_NUMBER_OUTBOUND, values)
 
     for sets in batches:
-        assert all(ok for ok, _ in run_units(engine, [unit(v) for v in sets]))  # type: ignore[arg-type]
+        assert all(ok for ok, _ in run_units(engine, [unit(v) for v in sets]))
     with engine.begin() as conn:
         changed = conn.execute(text("SELECT total_changes()")).scalar_one() - before
         found = list(conn.execute(m.numbers.select().order_by(m.numbers.c.id)).all())
