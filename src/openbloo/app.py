@@ -108,15 +108,17 @@ def build_api(runtime: Runtime, worker_process: WorkerProcess | None = None) -> 
         workers = Workers(runtime) if runtime.run_workers else None
         if workers is not None:
             await workers.start()
+        # serve's worker process lives as long as the application: started and stopped here, not around
+        # uvicorn.run, which on SIGTERM re-raises the signal once shut down and so ends serve before any code
+        # after it runs (the worker then only died with it, by its parent-death SIGKILL, mid-work).
+        if worker_process is not None:
+            worker_process.start()
         try:
             yield
         finally:
             if workers is not None:
                 await workers.stop()
             if worker_process is not None:
-                # Here, not after uvicorn.run returns: on SIGTERM uvicorn re-raises the signal once it has shut
-                # down, which ends serve before any code after it runs, and the worker would only die with it
-                # (SIGKILL, parent-death signal) instead of finishing what it holds.
                 await asyncio.to_thread(worker_process.stop)
             await runtime.close()
 
@@ -291,5 +293,5 @@ def _answer_error(exc: BaseException, answer: Answer) -> None:
 
 
 def create_app(runtime: Runtime | None = None, worker_process: WorkerProcess | None = None) -> Openbloo:
-    """The ASGI application; ``worker_process`` (serve's) is stopped in its shutdown."""
+    """The ASGI application; ``worker_process`` (serve's) is started and stopped with it."""
     return Openbloo(runtime or Runtime.create(), worker_process)

@@ -133,22 +133,16 @@ def serve(
         runtime.run_workers = False
     elif shared and not single_process:
         runtime.run_workers = False
-        worker_process = WorkerProcess(settings.database_url, host=host, port=port)
-        worker_process.start()
-    application = create_app(runtime, worker_process)
-    try:
-        uvicorn.run(
-            application,
-            host=host,
-            port=port,
-            log_level=settings.log_level,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-            **uvicorn_options(),
-        )
-    finally:
-        if worker_process is not None:
-            worker_process.stop()  # serve did not get as far as its shutdown (it stops the worker there)
+        worker_process = WorkerProcess(settings.database_url, host=host, port=port)  # the application runs it
+    uvicorn.run(
+        create_app(runtime, worker_process),
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        **uvicorn_options(),
+    )
 
 
 @app.command()
