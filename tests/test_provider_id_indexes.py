@@ -43,15 +43,18 @@ def _plan(engine: sa.Engine, stmt: Any, params: dict[str, Any]) -> str:
             return sqlite_plan(conn.connection.dbapi_connection, stmt, params)  # type: ignore[arg-type]
         # A prepared statement's generic plan (what a server that caches plans runs), with scans priced out:
         # if the index's predicate were not implied, PostgreSQL could not use it and would scan anyway.
+        # SET LOCAL: the settings end with this connection's transaction, not with the pooled connection.
         compiled = stmt.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
-        conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
-        conn.exec_driver_sql("SET enable_seqscan = off")
-        conn.exec_driver_sql("SET enable_bitmapscan = off")
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
         conn.exec_driver_sql(f"PREPARE provider_lookup AS {compiled}")
-        values = compiled.construct_params(params)
-        args = ", ".join(f"'{values[name]}'" for name in compiled.positiontup)
-        rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE provider_lookup({args})").all()
-        conn.exec_driver_sql("DEALLOCATE provider_lookup")
+        try:
+            values = compiled.construct_params(params)
+            args = ", ".join(f"'{values[name]}'" for name in compiled.positiontup)
+            rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE provider_lookup({args})").all()
+        finally:
+            conn.exec_driver_sql("DEALLOCATE provider_lookup")
         return " / ".join(row[0] for row in rows)
 
 
