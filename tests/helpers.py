@@ -76,9 +76,27 @@ def sqlite_plan(db: Path | sqlite3.Connection, stmt: Any, params: dict[str, Any]
 
 
 def events_of(server: Server, message_id: str) -> list[str]:
+    """The types of the events stored for a message, in order (only those some webhook receives)."""
     with server.runtime.engine.connect() as conn:
         rows = conn.execute(select(m.events.c.type).where(m.events.c.message_id == message_id).order_by(m.events.c.seq))
         return [r.type for r in rows]
+
+
+def subscribe(t: Tenant, url: str, webhook_type: str = "all", **extra: Any) -> dict[str, Any]:
+    """A webhook of ``t`` to ``url``. Events are stored only for the webhooks that receive them, so a test
+    that reads a message's events (:func:`events_of`) subscribes first."""
+    with t.http() as http:
+        r = http.post("/webhooks", json={"webhook_url": url, "webhook_type": webhook_type, **extra})
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def inbound(t: Tenant, sender: str, text: str) -> str:
+    """A message from ``sender`` to ``t``'s number, through the simulator's inbound route; its message id."""
+    with t.http() as http:
+        r = http.post("/simulator/inbound", json={"from": sender, "text": text})
+    assert r.status_code == 201, r.text
+    return str(r.json()["message_id"])
 
 
 def send(tenant: Tenant, chat_id: str, **body: Any) -> dict[str, Any]:

@@ -15,16 +15,18 @@ from sqlalchemy import func, select
 from openbloo.db import models as m
 from tests.bluebubbles_support import Device, start_device
 from tests.conftest import Server, unique_number
-from tests.helpers import events_of, message, wait_for, wait_status
+from tests.helpers import events_of, message, subscribe, wait_for, wait_status
+from tests.receiver import Receiver
 
 
 @pytest.fixture
-def bluebubbles(server: Server) -> Iterator[Callable[..., Device]]:
+def bluebubbles(server: Server, receiver: Receiver) -> Iterator[Callable[..., Device]]:
     started: list[Device] = []
 
     def make(**options: Any) -> Device:
         device = start_device(server, **options)
         started.append(device)
+        subscribe(device.tenant, receiver.url)  # the events these tests read are stored for a webhook
         return device
 
     yield make

@@ -12,7 +12,8 @@ import pytest
 
 from tests.bluebubbles_support import Device, start_device, wait_device_info
 from tests.conftest import Server, unique_number
-from tests.helpers import events_of, wait_for, wait_status
+from tests.helpers import events_of, subscribe, wait_for, wait_status
+from tests.receiver import Receiver
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -44,7 +45,8 @@ def _with_chat(bb: Device, handle: str) -> str:
     return str(data["guid"])
 
 
-def test_first_message_creates_the_chat_then_later_ones_use_message_text(bb: Device) -> None:
+def test_first_message_creates_the_chat_then_later_ones_use_message_text(bb: Device, receiver: Receiver) -> None:
+    subscribe(bb.tenant, receiver.url)
     to = unique_number()
     client = bb.tenant.sdk()
     first = client.chats.messages.send(to, text="hello from openbloo")

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from tests.conftest import Server, Tenant, make_tenant, unique_number
-from tests.helpers import path_id, send
+from tests.helpers import inbound, path_id, send
 
 
 def get(t: Tenant, path: str, **params: Any) -> dict[str, Any]:
@@ -14,13 +14,6 @@ def get(t: Tenant, path: str, **params: Any) -> dict[str, Any]:
         r = http.get(path, params=params)
     assert r.status_code == 200, r.text
     return r.json()  # type: ignore[no-any-return]
-
-
-def inbound(t: Tenant, sender: str, text: str) -> str:
-    with t.http() as http:
-        r = http.post("/simulator/inbound", json={"from": sender, "text": text})
-    assert r.status_code == 201, r.text
-    return str(r.json()["message_id"])
 
 
 def test_chat_list_is_newest_first_with_accurate_totals(server: Server) -> None:

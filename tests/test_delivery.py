@@ -6,10 +6,12 @@ import time
 
 from openbloo.transports.simulator import read_log
 from tests.conftest import Tenant
-from tests.helpers import events_of, message, path_id, send, wait_for, wait_status
+from tests.helpers import events_of, message, path_id, send, subscribe, wait_for, wait_status
+from tests.receiver import Receiver
 
 
-def test_imessage_handle_is_delivered_then_read(tenant: Tenant) -> None:
+def test_imessage_handle_is_delivered_then_read(tenant: Tenant, receiver: Receiver) -> None:
+    subscribe(tenant, receiver.url)
     client = tenant.sdk()
     sent = client.chats.messages.send("+15552001234", text="hello")
     assert sent.status == "queued"
@@ -27,7 +29,8 @@ def test_imessage_handle_is_delivered_then_read(tenant: Tenant) -> None:
     ]
 
 
-def test_sms_only_handle_goes_out_by_sms_and_is_never_read(tenant: Tenant) -> None:
+def test_sms_only_handle_goes_out_by_sms_and_is_never_read(tenant: Tenant, receiver: Receiver) -> None:
+    subscribe(tenant, receiver.url)
     sent = send(tenant, "+15552001239", text="plain", effect="confetti")
     msg = wait_status(tenant, "+15552001239", sent["message_id"], "delivered")
     assert msg["protocol"] == "sms"
@@ -43,7 +46,8 @@ def test_email_handle_is_imessage(tenant: Tenant) -> None:
     assert msg["protocol"] == "imessage"
 
 
-def test_04xx_handle_fails_permanently_with_error(tenant: Tenant) -> None:
+def test_04xx_handle_fails_permanently_with_error(tenant: Tenant, receiver: Receiver) -> None:
+    subscribe(tenant, receiver.url)
     sent = send(tenant, "+15552010412", text="doomed")
     msg = wait_status(tenant, "+15552010412", sent["message_id"], "failed")
     assert msg["error"]
@@ -75,7 +79,8 @@ def test_effect_and_text_array_are_delivered_in_order(tenant: Tenant, simulator_
     assert order == ids
 
 
-def test_inbound_message_appears_in_chat_and_chat_list(tenant: Tenant) -> None:
+def test_inbound_message_appears_in_chat_and_chat_list(tenant: Tenant, receiver: Receiver) -> None:
+    subscribe(tenant, receiver.url)
     with tenant.http() as http:
         r = http.post("/simulator/inbound", json={"from": "+15552004444", "text": "hi there"})
         assert r.status_code == 201, r.text

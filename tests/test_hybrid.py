@@ -18,7 +18,8 @@ from tests.bluebubbles_support import wait_device_info
 from tests.conftest import Server, Tenant, make_tenant
 from tests.fakes.bluebubbles import FakeBlueBubbles
 from tests.fakes.twilio import FakeTwilio
-from tests.helpers import events_of, message, wait_for, wait_status
+from tests.helpers import events_of, message, subscribe, wait_for, wait_status
+from tests.receiver import Receiver
 from tests.twilio_support import sms_handle, twilio_config
 
 
@@ -41,7 +42,7 @@ class Hybrid:
 
 
 @pytest.fixture
-def hybrid(server: Server) -> Iterator[Hybrid]:
+def hybrid(server: Server, receiver: Receiver) -> Iterator[Hybrid]:
     mac = FakeBlueBubbles().start()
     sms = FakeTwilio().start()
     config = {"bluebubbles": {"url": mac.url, "password": mac.password}, "twilio": twilio_config(sms)}
@@ -49,6 +50,7 @@ def hybrid(server: Server) -> Iterator[Hybrid]:
     h = Hybrid(mac, sms, tenant)
     sms.inbound_urls[tenant.number] = f"{server.root_url}/callbacks/twilio/{h.number_row().inbound_token}/inbound"
     wait_for(lambda: mac.webhooks, timeout=10, what="the webhook registration")
+    subscribe(tenant, receiver.url)  # the events these tests read are stored for a webhook
     try:
         yield h
     finally:

@@ -12,6 +12,8 @@ import pytest
 from openbloo.db import models as m
 from openbloo.ids import now_ms
 from tests.conftest import Server, Tenant, unique_number
+from tests.helpers import subscribe
+from tests.receiver import Receiver
 from tests.test_send_support import (
     accepted,
     add_key,
@@ -390,8 +392,9 @@ def test_unknown_body_fields_are_ignored(tenant: Tenant) -> None:
 # --- durability (everything in one transaction before the 202) ----------------------------------------------
 
 
-def test_accepted_send_has_message_job_and_event(server: Server) -> None:
+def test_accepted_send_has_message_job_and_event(server: Server, receiver: Receiver) -> None:
     t = parked_tenant(server)
+    subscribe(t, receiver.url)  # a webhook that receives message.queued: the event is written with the send
     to = unique_number()
     before = now_ms()
     body = accepted(send(t, to, {"text": "durable"}, headers={"Idempotency-Key": "dur-1"}))
@@ -415,7 +418,8 @@ def test_accepted_send_has_message_job_and_event(server: Server) -> None:
     assert chat.chat_key == to and chat.outbound_count == 1 and chat.last_number_id == t.allocation_id
 
 
-def test_simulator_send_is_queued_first(tenant: Tenant) -> None:
+def test_simulator_send_is_queued_first(tenant: Tenant, receiver: Receiver) -> None:
+    subscribe(tenant, receiver.url)
     # The dispatcher may already have sent it; the committed message.queued event records the accepted state.
     body = accepted(send(tenant, unique_number(), {"text": "hi"}))
     events = rows(tenant.server, m.events, m.events.c.message_id == body["message_id"])
@@ -424,7 +428,8 @@ def test_simulator_send_is_queued_first(tenant: Tenant) -> None:
     assert len(rows(tenant.server, m.delivery_jobs, m.delivery_jobs.c.message_id == body["message_id"])) == 1
 
 
-def test_text_array_writes_one_job_and_event_per_message(tenant: Tenant) -> None:
+def test_text_array_writes_one_job_and_event_per_message(tenant: Tenant, receiver: Receiver) -> None:
+    subscribe(tenant, receiver.url)
     body = accepted(send(tenant, unique_number(), {"text": ["a", "b"]}))
     for mid in body["message_ids"]:
         assert len(rows(tenant.server, m.delivery_jobs, m.delivery_jobs.c.message_id == mid)) == 1

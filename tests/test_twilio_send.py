@@ -18,18 +18,19 @@ from openbloo.db import models as m
 from openbloo.events.signing import verify
 from tests.conftest import Server, unique_number
 from tests.fakes.twilio import sign
-from tests.helpers import events_of, message, wait_for, wait_status
+from tests.helpers import events_of, message, subscribe, wait_for, wait_status
 from tests.receiver import Receiver
 from tests.twilio_support import TwilioNumber, sms_handle, start_twilio_number, wait_health
 
 
 @pytest.fixture
-def twilio(server: Server) -> Iterator[Callable[..., TwilioNumber]]:
+def twilio(server: Server, receiver: Receiver) -> Iterator[Callable[..., TwilioNumber]]:
     started: list[TwilioNumber] = []
 
     def make(**options: Any) -> TwilioNumber:
         number = start_twilio_number(server, **options)
         started.append(number)
+        subscribe(number.tenant, receiver.url)  # the events these tests read are stored for a webhook
         return number
 
     yield make

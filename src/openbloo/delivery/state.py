@@ -187,21 +187,22 @@ def _group_info(batch: Batch, group_id: str) -> dict[str, Any]:
 
 
 def record_message_event(batch: Batch, state: MessageState, event: str, status: str, at: int, **fields: Any) -> None:
-    group = _group_info(batch, state.group_id) if state.group_id else None
-    payload = message_payload(
-        event,
-        message_id=state.id,
-        external_id=state.chat_key,
-        internal_id=state.phone_number,
-        number_id=state.number_id,
-        status=status,
-        protocol=state.protocol,
-        timestamp=at,
-        text=state.text,
-        attachments=state.attachments,
-        group=group,
-        **fields,
-    )
+    def payload() -> dict[str, Any]:
+        return message_payload(
+            event,
+            message_id=state.id,
+            external_id=state.chat_key,
+            internal_id=state.phone_number,
+            number_id=state.number_id,
+            status=status,
+            protocol=state.protocol,
+            timestamp=at,
+            text=state.text,
+            attachments=state.attachments,
+            group=_group_info(batch, state.group_id) if state.group_id else None,
+            **fields,
+        )
+
     store_event(
         batch,
         organization_id=state.organization_id,

@@ -118,13 +118,12 @@ def _restricted_numbers(batch: Batch, org_id: str) -> dict[str, frozenset[str]]:
     return cached
 
 
-def _key_sees(batch: Batch, sub: Subscription, event: Event) -> bool:
-    if event.api_key_id is not None:
-        return bool(event.api_key_id == sub.api_key_id)
-    number_id = event.number_id
+def _key_sees(batch: Batch, sub: Subscription, org_id: str, api_key_id: str | None, number_id: str | None) -> bool:
+    if api_key_id is not None:
+        return bool(api_key_id == sub.api_key_id)
     if number_id is None or sub.api_key_id is None:
         return False
-    allowed = _restricted_numbers(batch, event.organization_id).get(number_id)
+    allowed = _restricted_numbers(batch, org_id).get(number_id)
     return allowed is None or sub.api_key_id in allowed
 
 
@@ -189,19 +188,29 @@ _DELIVERY = Prepared.insert(m.webhook_deliveries, _DELIVERY_COLUMNS)
 _LEASED_DELIVERY = Prepared.insert(m.webhook_deliveries, (*_DELIVERY_COLUMNS, "lease_owner", "lease_until"))
 
 
-def fan_out(batch: Batch, event: Event) -> int:
-    """Queue one delivery per webhook that must receive ``event``; returns how many."""
-    subs = _subscriptions(batch, event.organization_id)
+def receivers(
+    batch: Batch, org_id: str, event_type: str, at: int, api_key_id: str | None, number_id: str | None
+) -> list[Subscription]:
+    """The webhooks that must receive an event of ``event_type`` (of the key ``api_key_id``, on the number
+    ``number_id``) recorded at ``at``: active, subscribed to its bucket, and allowed to see it by scope."""
+    subs = _subscriptions(batch, org_id)
     if not subs:
-        return 0
+        return []
+    return [
+        sub
+        for sub in subs
+        if sub.active_at(at)
+        and subscribes(sub.webhook_type, event_type)
+        and (sub.scope != "api_key" or _key_sees(batch, sub, org_id, api_key_id, number_id))
+    ]
+
+
+def fan_out(batch: Batch, event: Event, subs: list[Subscription]) -> None:
+    """Queue one delivery of ``event`` per webhook of ``subs`` (what :func:`receivers` chose for it)."""
     at = event.created_at
-    queued = unleased = 0
+    unleased = 0
     local = _local
     for sub in subs:
-        if not sub.active_at(at) or not subscribes(sub.webhook_type, event.type):
-            continue
-        if sub.scope == "api_key" and not _key_sees(batch, sub, event):
-            continue
         delivery = (new_id("dlv_", ordered=True), sub.id, event.id, event.organization_id, "pending", 0, at, False, at)
         if local is not None and local.has_room(sub.id):
             batch.add(_LEASED_DELIVERY, (*delivery, local.worker_id, at + local.lease_ms), ORDER_DELIVERIES)
@@ -221,11 +230,9 @@ def fan_out(batch: Batch, event: Event) -> int:
         else:
             batch.add(_DELIVERY, delivery, ORDER_DELIVERIES)
             unleased += 1
-        queued += 1
     # Senders claim what nobody holds: wake them (here and in other processes) only for that.
     if unleased:
         batch.signal(wakeups.WEBHOOKS)
         if not batch.recall("webhook_wakeup"):
             batch.remember("webhook_wakeup", True)
             batch.after_commit(_notify)
-    return queued

@@ -162,22 +162,24 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
             },
             ORDER_MESSAGES,
         )
-        group_info = _group_info_pending(batch, org, chat.group_id) if chat.group_id else None
-        payload: dict[str, Any] = message_payload(
-            "message.received",
-            message_id=message_id,
-            external_id=chat.chat_key,
-            internal_id=number.phone_number,
-            number_id=number.id,
-            status="received",
-            protocol=msg.protocol,
-            timestamp=now,
-            text=msg.text,
-            attachments=attachments or [],
-            group=group_info,
-            sender=sender.value,
-            received_at=now,
-        )
+
+        def payload() -> dict[str, Any]:
+            return message_payload(
+                "message.received",
+                message_id=message_id,
+                external_id=chat.chat_key,
+                internal_id=number.phone_number,
+                number_id=number.id,
+                status="received",
+                protocol=msg.protocol,
+                timestamp=now,
+                text=msg.text,
+                attachments=attachments or [],
+                group=_group_info_pending(batch, org, chat.group_id) if chat.group_id else None,
+                sender=sender.value,
+                received_at=now,
+            )
+
         record_event(
             batch,
             organization_id=org,

@@ -4,6 +4,7 @@ counters the reads and the quotas use (chat, number, contact), all queued on the
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,7 +204,8 @@ def record_outbound(
             message_id=om.id,
             api_key_id=api_key_id,
             number_id=number_id,
-            payload=message_payload(
+            payload=functools.partial(
+                message_payload,
                 "message.queued",
                 message_id=om.id,
                 external_id=chat.chat_key,
