@@ -249,6 +249,10 @@ def _start_profile(ctx: Ctx, dep: Deployment, name: str) -> tuple[subprocess.Pop
         "-r",
         "250",
         "--gil",
+        # Without it py-spy stops the process for each sample, and on a virtual machine a running thread stops
+        # at its next system call: samples gather on cheap calls (a tenth of them on the getpid() inside
+        # asyncio.get_running_loop, 0.1 µs a call). Read without stopping, the samples fall where time goes.
+        "--nonblocking",
         "-f",
         "raw",
         "-o",
