@@ -50,7 +50,6 @@ _JOB_DONE = (
     .values(state="done", lease_owner=None, last_error=None, updated_at=bindparam("b_now"))
 )
 _CONV_DEVICE_CHAT = update(_c).where(_c.c.id == bindparam("b_conv")).values(device_chat_guid=bindparam("b_guid"))
-_CHAT_GROUP = select(_chat.c.group_id).where(_chat.c.chat_key == bindparam("b_key"))
 _GROUP_CHAT_GUID = (
     update(_grp)
     .where(_grp.c.id == bindparam("b_group"), _grp.c.chat_guid.is_(None))
@@ -142,11 +141,11 @@ def record_sent(job: Job, receipt: Receipt, now: int) -> UnitWithLookups[None]:
             batch.execute_later(
                 "conv_device_chat", _CONV_DEVICE_CHAT, {"b_conv": job.conversation_id, "b_guid": receipt.chat_guid}
             )
-        if receipt.chat_guid and job.outgoing.is_group and not job.outgoing.chat_guid:
-            # The first send to a group created its chat on the device: remember it for the next ones.
-            chat = batch.first(_CHAT_GROUP, {"b_key": job.outgoing.chat_key})
-            if chat is not None and chat[0]:
-                batch.execute(_GROUP_CHAT_GUID, {"b_group": chat[0], "b_guid": receipt.chat_guid})
+        group_id = state.group_id if state is not None else None
+        if receipt.chat_guid and job.outgoing.is_group and not job.outgoing.chat_guid and group_id:
+            # The first send to a group created its chat on the device: remember it for the next ones. The group
+            # is the message's own (found by its chat key, it was a scan of every organization's chats).
+            batch.execute(_GROUP_CHAT_GUID, {"b_group": group_id, "b_guid": receipt.chat_guid})
 
     return UnitWithLookups(unit, StateLookup(job.outgoing.message_id))
 
