@@ -153,6 +153,13 @@ def simulator_state(database_url: str, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="session")
 def server(database_url: str, simulator_state: str) -> Iterator[Server]:
+    with running_server(database_url, simulator_state) as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def running_server(database_url: str, simulator_state: str) -> Iterator[Server]:
+    """An openbloo server (API and workers, as ``serve --single-process``) on a free loopback port, in a thread."""
     port = free_port()
     runtime = Runtime.create(
         server_settings(database_url, simulator_state=simulator_state, public_url=f"http://127.0.0.1:{port}")
