@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Deployment, Proc, run_wrk
-from bench.scenarios import query, wait_drained
-
-_PENDING = "SELECT count(*) FROM delivery_jobs WHERE state = 'pending'"
+from bench.scenarios import jobs_in_own_table, query, wait_drained
 
 
 def _written_bytes(pid: int) -> int:
@@ -38,7 +36,11 @@ def drain_once(work: Path, secs: float, src: Path | None = None, timeout: float 
         run_wrk(dep.url, conns=32, secs=secs, env=dep.wrk_env(PREFIX="b"))
     finally:
         dep.stop()
-    backlog = int(query(dep, _PENDING)[0][0])
+    if jobs_in_own_table(dep):  # a tree from before migration 0010
+        pending = "SELECT count(*) FROM delivery_jobs WHERE state = 'pending'"
+    else:
+        pending = "SELECT count(*) FROM messages WHERE job_state = 'pending'"
+    backlog = int(query(dep, pending)[0][0])
     cmd = [*dep.openbloo(), "worker", "--database-url", dep.database_url]
     worker = Proc("worker", cmd, env=dep.env, cwd=work, log_dir=work / "logs")
     try:

@@ -111,6 +111,16 @@ def query(dep: Deployment, sql: str, params: tuple[Any, ...] = ()) -> list[tuple
         return [tuple(r) for r in conn.execute(sql).fetchall()]  # type: ignore[arg-type]
 
 
+def jobs_in_own_table(dep: Deployment) -> bool:
+    """Whether the deployment's schema keeps delivery jobs in a table of their own (trees before migration
+    0010, e.g. a ``--baseline-src``) rather than in the messages' rows."""
+    if dep.database_url.startswith("sqlite"):
+        sql = "SELECT count(*) FROM sqlite_master WHERE name = 'delivery_jobs'"
+    else:
+        sql = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'delivery_jobs'"
+    return bool(query(dep, sql)[0][0])
+
+
 def analyze(dep: Deployment) -> None:
     """PostgreSQL: gather the planner's statistics after the warm-up, as autovacuum does on a server within
     its first minute. A scratch database a few seconds old has none: the planner then takes every equality
@@ -196,10 +206,15 @@ def openbloo_accept(
         # separate counts (a batch's message and its job then land on either side of them). Nobody subscribes
         # to webhooks here, so no event is stored (trees before events were stored for receivers only: one
         # message.queued a message).
+        if jobs_in_own_table(dep):
+            jobs_sql = (
+                "SELECT count(*) FROM delivery_jobs j JOIN messages m ON m.id = j.message_id WHERE m.text LIKE 'b%'"
+            )
+        else:
+            jobs_sql = "SELECT count(*) FROM messages WHERE text LIKE 'b%' AND job_state IS NOT NULL"
         rows, jobs, events = query(
             dep,
-            "SELECT (SELECT count(*) FROM messages WHERE text LIKE 'b%'), (SELECT count(*) FROM delivery_jobs j"
-            " JOIN messages m ON m.id = j.message_id WHERE m.text LIKE 'b%'), (SELECT count(*) FROM events)",
+            f"SELECT (SELECT count(*) FROM messages WHERE text LIKE 'b%'), ({jobs_sql}), (SELECT count(*) FROM events)",
         )[0]
         if ctx.profile and store == "sqlite" and dep.layout in ("serve", "serve-single", "serve-api") and not baseline:
             res["profile"] = _profiled_run(ctx, dep, name, {})

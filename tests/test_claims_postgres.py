@@ -43,11 +43,11 @@ def test_a_claim_on_postgresql_leases_reads_and_starts_the_first_jobs(own_databa
         sends = [planned_send(ctx, to, f"{to} #{n}") for n in range(2) for to in chats]
         outcomes = run_units(engine, sends)
         ids = [json.loads(o.body)["message_id"] for _, o in outcomes]
-        j = m.delivery_jobs
+        j = m.messages
         with engine.begin() as conn:
             # A job whose worker died mid-send: its marker (and the attempt's start time) must survive the claim.
             conn.execute(
-                update(j).where(j.c.message_id == ids[0]).values(lease_owner="dead", attempts=1, updated_at=1234)
+                update(j).where(j.c.id == ids[0]).values(job_lease_owner="dead", job_attempts=1, job_updated_at=1234)
             )
         now = 10**13  # every job is due
         [(ok, claimed)] = run_units(engine, [claim(WORKER, now, 60_000, 256)])
@@ -68,13 +68,13 @@ def test_a_claim_on_postgresql_leases_reads_and_starts_the_first_jobs(own_databa
         assert not fresh.in_flight and fresh.outgoing.attempt == 1
 
         with engine.connect() as conn:
-            rows = {r.message_id: r for r in conn.execute(select(j).where(j.c.message_id.in_(ids)))}
+            rows = {r.id: r for r in conn.execute(select(j).where(j.c.id.in_(ids)))}
             leases = conn.execute(select(m.conversations.c.id, m.conversations.c.lease_owner)).all()
         for first in ids[:3]:  # started: ours, one attempt more; the one in flight kept its attempt's start
-            assert rows[first].lease_owner == WORKER
-        assert rows[ids[0]].attempts == 2 and rows[ids[0]].updated_at == 1234
-        assert rows[ids[1]].attempts == 1 and rows[ids[1]].updated_at != 1234
-        assert all(rows[later].lease_owner is None and rows[later].attempts == 0 for later in ids[3:])
+            assert rows[first].job_lease_owner == WORKER
+        assert rows[ids[0]].job_attempts == 2 and rows[ids[0]].job_updated_at == 1234
+        assert rows[ids[1]].job_attempts == 1 and rows[ids[1]].job_updated_at != 1234
+        assert all(rows[later].job_lease_owner is None and rows[later].job_attempts == 0 for later in ids[3:])
         assert {cid for cid, owner in leases if owner == WORKER} == set(mine)
     finally:
         engine.dispose()
@@ -91,12 +91,12 @@ def test_a_cancel_that_a_claim_overtakes_is_refused_not_applied(own_database: st
         ctx = org_context(engine, "lookups", "+15550009999")
         [(_, outcome)] = run_units(engine, [planned_send(ctx, "+15550620001", "hello")])
         mid = json.loads(outcome.body)["message_id"]
-        j = m.delivery_jobs
+        j = m.messages
         result: list[Any] = []
         with engine.connect() as claimer:
             with claimer.begin():
                 # The claim's start, not committed yet: the cancel below reads the job as it was before it.
-                claimer.execute(update(j).where(j.c.message_id == mid).values(lease_owner=WORKER, attempts=1))
+                claimer.execute(update(j).where(j.c.id == mid).values(job_lease_owner=WORKER, job_attempts=1))
                 cancel = jobs.cancel(ctx.organization_id, mid, lambda *_: True, 10**13)
                 thread = threading.Thread(target=lambda: result.extend(run_units(engine, [cancel])))
                 thread.start()
@@ -107,8 +107,7 @@ def test_a_cancel_that_a_claim_overtakes_is_refused_not_applied(own_database: st
         assert not ok and isinstance(error, ApiError) and error.status == 409, error
         assert error.code == "message_not_cancellable"
         with engine.connect() as conn:
-            job = conn.execute(select(j.c.state, j.c.lease_owner).where(j.c.message_id == mid)).one()
-            status = conn.execute(select(m.messages.c.status).where(m.messages.c.id == mid)).scalar_one()
-        assert tuple(job) == ("pending", WORKER) and status == "queued"
+            job = conn.execute(select(j.c.job_state, j.c.job_lease_owner, j.c.status).where(j.c.id == mid)).one()
+        assert tuple(job) == ("pending", WORKER, "queued")
     finally:
         engine.dispose()

@@ -60,8 +60,8 @@ def _queued_with(t: Tenant, error: str) -> None:
     time.sleep(0.6)
     assert message(t, to, sent["message_id"])["status"] == "queued"
     with t.server.runtime.engine.connect() as conn:
-        job = conn.execute(select(m.delivery_jobs).where(m.delivery_jobs.c.message_id == sent["message_id"])).one()
-    assert job.state == "pending" and error in (job.last_error or ""), job.last_error
+        job = conn.execute(select(m.messages).where(m.messages.c.id == sent["message_id"])).one()
+    assert job.job_state == "pending" and error in (job.job_last_error or ""), job.job_last_error
     assert t.http().get("/me").json()["devices"][0]["status"] == "offline"
 
 

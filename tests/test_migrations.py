@@ -26,7 +26,7 @@ from tests.conftest import _pg_admin_url
 MODEL_TABLES = set(metadata.tables)
 
 
-HEAD = "0009"  # the newest revision
+HEAD = "0010"  # the newest revision
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -143,5 +143,87 @@ def test_0002_gives_numbers_added_before_it_a_callback_token(fresh_urls: Databas
         downgrade(fresh_urls, "0001")
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM numbers")).scalar_one() == 2
+    finally:
+        engine.dispose()
+
+
+def test_0010_moves_each_delivery_job_into_its_message_and_back(fresh_urls: DatabaseUrls) -> None:
+    upgrade(fresh_urls, "0009")
+    engine = make_sync_engine(fresh_urls)
+    rows = [  # message id, job: state, attempts, next attempt, in-flight owner, updated at, last error
+        ("msg_sent", "done", 1, 10, None, 20, None),
+        ("msg_retry", "pending", 2, 500, "worker-a", 30, "timeout"),
+        ("msg_new", "pending", 0, 40, None, 40, None),
+    ]
+    try:
+        with engine.begin() as conn:
+            run = conn.execute
+            run(sa.text("INSERT INTO organizations (id, name, created_at) VALUES ('org_1', 'old', 1)"))
+            run(
+                sa.text(
+                    "INSERT INTO numbers (id, organization_id, phone_number, transport, is_active, inbound_count,"
+                    " outbound_count, day_outbound, day_new_conversations, created_at, inbound_token)"
+                    " VALUES ('num_1', 'org_1', '+15555550101', 'simulator', true, 0, 0, 0, 0, 1, 'tok')"
+                )
+            )
+            run(
+                sa.text(
+                    "INSERT INTO chats (id, organization_id, chat_key, type, message_count, inbound_count,"
+                    " outbound_count, created_at) VALUES ('chat_1', 'org_1', '+15555550199', 'direct', 3, 0, 3, 1)"
+                )
+            )
+            run(
+                sa.text(
+                    "INSERT INTO conversations (id, organization_id, chat_id, number_id, inbound_count, created_at)"
+                    " VALUES ('conv_1', 'org_1', 'chat_1', 'num_1', 0, 1)"
+                )
+            )
+            for mid, state, attempts, due, owner, updated, error in [*rows, ("msg_in", None, 0, 0, None, 0, None)]:
+                run(
+                    sa.text(
+                        "INSERT INTO messages (id, organization_id, chat_id, conversation_id, number_id, direction,"
+                        " status, protocol, time_sent, created_at)"
+                        " VALUES (:id, 'org_1', 'chat_1', 'conv_1', 'num_1', :dir, 'queued', 'pending', 1, 1)"
+                    ),
+                    {"id": mid, "dir": "inbound" if state is None else "outbound"},
+                )
+                if state is not None:
+                    run(
+                        sa.text(
+                            "INSERT INTO delivery_jobs (message_id, organization_id, conversation_id, number_id,"
+                            " state, attempts, next_attempt_at, lease_owner, transport_ref, last_error, created_at,"
+                            " updated_at) VALUES (:id, 'org_1', 'conv_1', 'num_1', :state, :attempts, :due, :owner,"
+                            " :id, :error, 1, :updated)"
+                        ),
+                        {
+                            "id": mid,
+                            "state": state,
+                            "attempts": attempts,
+                            "due": due,
+                            "owner": owner,
+                            "error": error,
+                            "updated": updated,
+                        },
+                    )
+        upgrade(fresh_urls)
+        with engine.connect() as conn:
+            moved = conn.execute(
+                sa.text(
+                    "SELECT id, job_state, job_attempts, job_next_attempt_at, job_lease_owner, job_updated_at,"
+                    " job_last_error FROM messages ORDER BY seq"
+                )
+            ).all()
+        assert [tuple(r) for r in moved] == [*rows, ("msg_in", None, None, None, None, None, None)]
+        downgrade(fresh_urls, "0009")
+        with engine.connect() as conn:
+            back = conn.execute(
+                sa.text(
+                    "SELECT message_id, state, attempts, next_attempt_at, lease_owner, updated_at, last_error"
+                    " FROM delivery_jobs ORDER BY seq"
+                )
+            ).all()
+            refs = conn.execute(sa.text("SELECT count(*) FROM delivery_jobs WHERE transport_ref = message_id"))
+            assert refs.scalar_one() == 3
+        assert [tuple(r) for r in back] == rows
     finally:
         engine.dispose()

@@ -21,7 +21,7 @@ from openbloo.ids import new_id
 
 # Flush order of deferred inserts: parents before children (foreign keys on PostgreSQL).
 ORDER_CONTACTS, ORDER_GROUPS, ORDER_MEMBERS, ORDER_CHATS, ORDER_CONVERSATIONS = 10, 20, 30, 40, 50
-ORDER_MESSAGES, ORDER_JOBS, ORDER_IDEMPOTENCY = 60, 70, 90  # events: 80 (events/store.py)
+ORDER_MESSAGES, ORDER_IDEMPOTENCY = 60, 90  # events: 80 (events/store.py)
 # The organization's chat counter is the flush's very last statement, after the sender number's counters
 # (110, messages/outbox.py): every writer then takes those two row locks in one order, and holds the
 # organization's (wanted by every batch that makes a chat) only until its commit.

@@ -1,4 +1,5 @@
-"""The claim: find conversations with due jobs, lease them to a worker, and read their pending jobs.
+"""The claim: find conversations with due jobs, lease them to a worker, and read their pending jobs (a job is
+its message's row, ``messages.job_*``).
 
 A claim leases whole conversations (one chat on one sender number), so their jobs go out in acceptance
 order (:mod:`openbloo.delivery.jobs`). On PostgreSQL it locks them with ``FOR UPDATE SKIP LOCKED``, so any
@@ -21,7 +22,7 @@ from openbloo.db.inlist import InList
 from openbloo.delivery.jobs import ATTEMPT_STARTED, Job, recipients
 from openbloo.transports.base import Outgoing
 
-_j, _c, _msg, _chat, _num, _grp = m.delivery_jobs, m.conversations, m.messages, m.chats, m.numbers, m.groups
+_c, _msg, _chat, _num, _grp = m.conversations, m.messages, m.chats, m.numbers, m.groups
 
 
 @dataclass(slots=True)
@@ -45,10 +46,10 @@ def _free(conv: Any) -> Any:
 def _due_jobs(conv: Any) -> Any:
     """The oldest due jobs of conversations nobody holds (``b_scan`` of them): conversation, due time, seq."""
     return (
-        select(_j.c.conversation_id, _j.c.next_attempt_at, _j.c.seq)
-        .join(conv, conv.c.id == _j.c.conversation_id)
-        .where(m.JOB_IS_PENDING, _j.c.next_attempt_at <= bindparam("b_now"), _free(conv))
-        .order_by(_j.c.next_attempt_at, _j.c.seq)
+        select(_msg.c.conversation_id, _msg.c.job_next_attempt_at, _msg.c.seq)
+        .join(conv, conv.c.id == _msg.c.conversation_id)
+        .where(m.JOB_IS_PENDING, _msg.c.job_next_attempt_at <= bindparam("b_now"), _free(conv))
+        .order_by(_msg.c.job_next_attempt_at, _msg.c.seq)
         .limit(bindparam("b_scan"))
     )
 
@@ -74,7 +75,7 @@ def _lease_due_conversations() -> Any:
     due = (
         select(
             due_jobs.c.conversation_id,
-            func.min(due_jobs.c.next_attempt_at).label("due_at"),
+            func.min(due_jobs.c.job_next_attempt_at).label("due_at"),
             func.min(due_jobs.c.seq).label("first_seq"),
         )
         .group_by(due_jobs.c.conversation_id)
@@ -100,14 +101,13 @@ _LEASE_DUE = _lease_due_conversations()
 _PENDING_JOBS = InList(
     lambda ids: (
         select(
-            _j.c.seq,
-            _j.c.conversation_id,
-            _j.c.number_id,
-            _j.c.attempts,
-            _j.c.next_attempt_at,
-            _j.c.lease_owner,
-            _j.c.transport_ref,
-            _j.c.updated_at,
+            _msg.c.seq,
+            _msg.c.conversation_id,
+            _msg.c.number_id,
+            _msg.c.job_attempts,
+            _msg.c.job_next_attempt_at,
+            _msg.c.job_lease_owner,
+            _msg.c.job_updated_at,
             _msg.c.id,
             _msg.c.text,
             _msg.c.attachments,
@@ -125,21 +125,22 @@ _PENDING_JOBS = InList(
             _grp.c.participants_key,
             _c.c.device_chat_guid,
         )
-        .join(_msg, _msg.c.id == _j.c.message_id)
-        .join(_num, _num.c.id == _j.c.number_id)
+        .join(_num, _num.c.id == _msg.c.number_id)
         .join(_chat, _chat.c.id == _msg.c.chat_id)
-        .join(_c, _c.c.id == _j.c.conversation_id)
+        .join(_c, _c.c.id == _msg.c.conversation_id)
         .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
-        .where(_j.c.conversation_id.in_(ids), m.JOB_IS_PENDING)
-        .order_by(_j.c.seq)
+        .where(_msg.c.conversation_id.in_(ids), m.JOB_IS_PENDING)
+        .order_by(_msg.c.seq)
     )
 )
 # The claim starts the first due job of each conversation itself, as mark_attempt would right after it:
 # the in-flight marker is committed before the hand-off either way, with one unit of work fewer.
 _START_HEADS = InList(
-    lambda seqs: update(_j).where(_j.c.seq.in_(seqs), m.JOB_IS_PENDING).values(ATTEMPT_STARTED).returning(_j.c.seq)
+    lambda seqs: (
+        update(_msg).where(_msg.c.seq.in_(seqs), m.JOB_IS_PENDING).values(ATTEMPT_STARTED).returning(_msg.c.seq)
+    )
 )
-_REPLY_TO = 13  # the position of messages.reply_to in _PENDING_JOBS's rows
+_REPLY_TO = 12  # the position of messages.reply_to in _PENDING_JOBS's rows
 _PROVIDER_IDS = InList(
     lambda ids: select(_msg.c.id, _msg.c.provider_id).where(_msg.c.id.in_(ids), _msg.c.provider_id.is_not(None))
 )
@@ -169,7 +170,6 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
             attempts,
             next_attempt_at,
             lease_owner,
-            transport_ref,
             updated_at,
             message_id,
             text,
@@ -194,7 +194,7 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
                 continue
             outgoing = Outgoing(
                 message_id=message_id,
-                transport_ref=transport_ref,
+                transport_ref=message_id,
                 attempt=attempts + 1,
                 sender=phone_number,
                 chat_key=chat_key,

@@ -1,5 +1,5 @@
 """Delivery jobs as units of work: mark attempts, record outcomes, release, cancel (the claim that finds
-and leases them is :mod:`openbloo.delivery.claims`).
+and leases them is :mod:`openbloo.delivery.claims`). A message's job is in its own row (``messages.job_*``).
 
 Order is kept per *conversation* (one chat on one sender number): a worker leases a conversation
 (``conversations.lease_owner/lease_until``), sends its pending jobs strictly in acceptance order, and
@@ -7,9 +7,9 @@ gives the lease back. A job waiting for a retry holds its conversation (the leas
 retry time), so later messages never overtake it. On PostgreSQL, claims lock conversations with
 ``FOR UPDATE SKIP LOCKED``, so any number of workers can share the queue; on SQLite one process owns it.
 
-A job whose attempt has started carries ``lease_owner``: if the worker dies mid-send, the next claim
-sees that marker and asks the transport whether the job's ``transport_ref`` already went out before
-sending it again.
+A job whose attempt has started carries ``job_lease_owner``: if the worker dies mid-send, the next claim
+sees that marker and asks the transport whether the job's ``transport_ref`` (the message's id) already went
+out before sending it again.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from openbloo.delivery.state import StateLookup, advance, apply_update, load_sta
 from openbloo.errors import ApiError
 from openbloo.transports.base import Outgoing, Receipt
 
-_j, _c, _msg, _chat, _num, _grp = m.delivery_jobs, m.conversations, m.messages, m.chats, m.numbers, m.groups
+_c, _msg, _chat, _num, _grp = m.conversations, m.messages, m.chats, m.numbers, m.groups
 
 
 # The per-job statements, built once (they run several times per delivered message).
@@ -36,18 +36,18 @@ _RENEW_LEASE = (
     .where(_c.c.id == bindparam("b_conv"), _c.c.lease_owner == bindparam("b_worker"))
     .values(lease_until=bindparam("b_until"))
 )
-# ``updated_at`` of a job marked in flight stays the start of the attempt whose outcome is unknown: a device
+# ``job_updated_at`` of a job marked in flight stays the start of the attempt whose outcome is unknown: a device
 # search for it (find_sent) starts there.
 ATTEMPT_STARTED = {
-    "lease_owner": bindparam("b_worker"),
-    "attempts": _j.c.attempts + 1,
-    "updated_at": case((_j.c.lease_owner.is_(None), bindparam("b_now")), else_=_j.c.updated_at),
+    "job_lease_owner": bindparam("b_worker"),
+    "job_attempts": _msg.c.job_attempts + 1,
+    "job_updated_at": case((_msg.c.job_lease_owner.is_(None), bindparam("b_now")), else_=_msg.c.job_updated_at),
 }
-_START_ATTEMPT = update(_j).where(_j.c.seq == bindparam("b_seq"), m.JOB_IS_PENDING).values(ATTEMPT_STARTED)
+_START_ATTEMPT = update(_msg).where(_msg.c.seq == bindparam("b_seq"), m.JOB_IS_PENDING).values(ATTEMPT_STARTED)
 _JOB_DONE = (
-    update(_j)
-    .where(_j.c.seq == bindparam("b_seq"))
-    .values(state="done", lease_owner=None, last_error=None, updated_at=bindparam("b_now"))
+    update(_msg)
+    .where(_msg.c.seq == bindparam("b_seq"))
+    .values(job_state="done", job_lease_owner=None, job_last_error=None, job_updated_at=bindparam("b_now"))
 )
 _CONV_DEVICE_CHAT = update(_c).where(_c.c.id == bindparam("b_conv")).values(device_chat_guid=bindparam("b_guid"))
 _GROUP_CHAT_GUID = (
@@ -160,10 +160,14 @@ def record_retry(
     """
 
     def unit(batch: Batch) -> None:
-        values: dict[str, Any] = {"lease_owner": in_flight, "next_attempt_at": retry_at, "last_error": error}
+        values: dict[str, Any] = {
+            "job_lease_owner": in_flight,
+            "job_next_attempt_at": retry_at,
+            "job_last_error": error,
+        }
         if in_flight is None:
-            values["updated_at"] = now
-        batch.conn.execute(update(_j).where(_j.c.seq == job.seq).values(**values))
+            values["job_updated_at"] = now
+        batch.conn.execute(update(_msg).where(_msg.c.seq == job.seq).values(**values))
         batch.conn.execute(
             update(_c).where(_c.c.id == job.conversation_id).values(lease_owner=None, lease_until=retry_at)
         )
@@ -174,9 +178,9 @@ def record_retry(
 def record_failed(job: Job, code: str, error: str, now: int) -> Callable[[Batch], None]:
     def unit(batch: Batch) -> None:
         batch.conn.execute(
-            update(_j)
-            .where(_j.c.seq == job.seq)
-            .values(state="failed", lease_owner=None, last_error=error, updated_at=now)
+            update(_msg)
+            .where(_msg.c.seq == job.seq)
+            .values(job_state="failed", job_lease_owner=None, job_last_error=error, job_updated_at=now)
         )
         state = load_state(batch, message_id=job.outgoing.message_id)
         if state is not None:
@@ -206,16 +210,14 @@ def sent_messages_to_resume(transport_kinds: tuple[str, ...], limit: int = 10_00
                 _msg.c.protocol,
                 _msg.c.time_sent,
                 _msg.c.text,
-                _j.c.transport_ref,
-                _j.c.attempts,
-                _j.c.updated_at,
+                _msg.c.job_attempts,
+                _msg.c.job_updated_at,
                 _num.c.phone_number,
                 _chat.c.chat_key,
                 _chat.c.type.label("chat_type"),
                 _grp.c.chat_guid,
                 _grp.c.participants_key,
             )
-            .join(_j, _j.c.message_id == _msg.c.id)
             .join(_num, _num.c.id == _msg.c.number_id)
             .join(_chat, _chat.c.id == _msg.c.chat_id)
             .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
@@ -226,8 +228,8 @@ def sent_messages_to_resume(transport_kinds: tuple[str, ...], limit: int = 10_00
         for r in rows:
             outgoing = Outgoing(
                 message_id=r.id,
-                transport_ref=r.transport_ref,
-                attempt=r.attempts,
+                transport_ref=r.id,
+                attempt=r.job_attempts,
                 sender=r.phone_number,
                 chat_key=r.chat_key,
                 recipients=recipients(r.chat_type, r.chat_key, r.participants_key),
@@ -236,7 +238,7 @@ def sent_messages_to_resume(transport_kinds: tuple[str, ...], limit: int = 10_00
                 text=r.text,
                 time_accepted=r.time_sent,
             )
-            out.append((r.number_id, r.transport, outgoing, Receipt(r.provider_id, r.protocol, r.updated_at)))
+            out.append((r.number_id, r.transport, outgoing, Receipt(r.provider_id, r.protocol, r.job_updated_at)))
         return out
 
     return unit
@@ -257,13 +259,11 @@ def cancel(
                 _msg.c.direction,
                 _chat.c.chat_key,
                 _grp.c.participants_key,
-                _j.c.seq,
-                _j.c.state,
-                _j.c.lease_owner,
+                _msg.c.job_state,
+                _msg.c.job_lease_owner,
             )
             .join(_chat, _chat.c.id == _msg.c.chat_id)
             .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
-            .outerjoin(_j, _j.c.message_id == _msg.c.id)
             .where(_msg.c.id == message_id, _msg.c.organization_id == org_id)
         ).first()
         if row is None or not chat_matches(row.chat_key, row.participants_key):
@@ -271,20 +271,19 @@ def cancel(
         if (
             row.direction != "outbound"
             or row.status != "queued"
-            or row.state != "pending"
-            or row.lease_owner is not None
+            or row.job_state != "pending"
+            or row.job_lease_owner is not None
         ):
             raise refused(row.status)
         # Still nobody's, as the UPDATE finds it: a worker's claim that started the job after the read above
         # (PostgreSQL: another process's commit) has handed it to a device, and it is no longer cancellable.
-        started = batch.conn.execute(
-            update(_j)
-            .where(and_(_j.c.seq == row.seq, _j.c.state == "pending", _j.c.lease_owner.is_(None)))
-            .values(state="cancelled", updated_at=now)
+        cancelled = batch.conn.execute(
+            update(_msg)
+            .where(and_(_msg.c.id == message_id, _msg.c.job_state == "pending", _msg.c.job_lease_owner.is_(None)))
+            .values(status="cancelled", job_state="cancelled", job_updated_at=now)
         )
-        if started.rowcount != 1:
+        if cancelled.rowcount != 1:
             raise refused("being sent")
-        batch.conn.execute(update(_msg).where(_msg.c.id == message_id).values(status="cancelled"))
         return {"message_id": message_id, "cancelled": True, "status": "cancelled"}
 
     return unit

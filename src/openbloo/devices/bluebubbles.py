@@ -36,11 +36,11 @@ from openbloo.transports.config import CALLBACK_PREFIX
 RECHECK_HORIZON_MS = 3 * 24 * 3600 * 1000
 RECHECK_LIMIT = 200
 
-_j, _msg, _grp, _num = m.delivery_jobs, m.messages, m.groups, m.numbers
-# Device news names our message by the reference we gave it (echoed as ``tempGuid``): the message's id,
-# which the unique index of delivery_jobs.message_id finds.
-_JOB_BY_REF = select(_j.c.message_id).where(
-    _j.c.message_id == bindparam("ref"), _j.c.transport_ref == bindparam("ref"), _j.c.number_id == bindparam("number")
+_msg, _grp, _num = m.messages, m.groups, m.numbers
+# Device news names our message by the reference we gave it (echoed as ``tempGuid``): the message's id, of a
+# message this number sent (one with a delivery job).
+_JOB_BY_REF = select(_msg.c.id.label("message_id")).where(
+    _msg.c.id == bindparam("ref"), _msg.c.number_id == bindparam("number"), _msg.c.job_state.is_not(None)
 )
 _MESSAGE_BY_GUID = select(_msg.c.id.label("message_id")).where(
     _msg.c.number_id == bindparam("number"), _msg.c.provider_id == bindparam("guid")

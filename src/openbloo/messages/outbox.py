@@ -1,5 +1,5 @@
-"""What an accepted send writes: messages, their delivery jobs, their ``message.queued`` events and the
-counters the reads and the quotas use (chat, number, contact), all queued on the batch for one flush.
+"""What an accepted send writes: messages (each with its delivery job, pending), their ``message.queued``
+events and the counters the reads and the quotas use (chat, number, contact), all queued on the batch for one flush.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, func, update
 
-from openbloo.chats.store import ORDER_JOBS, ORDER_MESSAGES, ChatRef, ConversationRef
+from openbloo.chats.store import ORDER_MESSAGES, ChatRef, ConversationRef
 from openbloo.db import models as m
 from openbloo.db import wakeups
 from openbloo.db.batch import Batch
@@ -84,23 +84,10 @@ _MESSAGE = Prepared.insert(
         "options",
         "time_sent",
         "created_at",
-    ),
-)
-# ``transport_ref``: stable across attempts and restarts, the transport's handle for "was this already sent?";
-# the message's id, which lookups by reference rely on (devices.bluebubbles._JOB_BY_REF).
-_JOB = Prepared.insert(
-    m.delivery_jobs,
-    (
-        "message_id",
-        "organization_id",
-        "conversation_id",
-        "number_id",
-        "state",
-        "attempts",
-        "next_attempt_at",
-        "transport_ref",
-        "created_at",
-        "updated_at",
+        "job_state",
+        "job_attempts",
+        "job_next_attempt_at",
+        "job_updated_at",
     ),
 )
 _CHAT_OUTBOUND = Prepared(CHAT_OUTBOUND, ("b_id", "b_n", "b_t", "b_last_id", "b_last_text", "b_number"))
@@ -176,6 +163,10 @@ def new_outbound(
         options,
         now,
         now,
+        "pending",  # its delivery job: due now
+        0,
+        now,
+        now,
     )
     return OutboundMessage(message_id, text, attachments, group, row)
 
@@ -196,7 +187,6 @@ def record_outbound(
 ) -> None:
     for om in messages:
         batch.add(_MESSAGE, om.row, ORDER_MESSAGES)
-        batch.add(_JOB, (om.id, org_id, conversation.id, number_id, "pending", 0, now, om.id, now, now), ORDER_JOBS)
         record_event(
             batch,
             organization_id=org_id,

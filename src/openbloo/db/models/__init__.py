@@ -2,7 +2,7 @@
 
 Conventions: public ids are prefixed random strings (``msg_``, ``grp_`` ...); times are UTC epoch ms
 (BIGINT); counters the API lists (message counts, usage) are maintained on write, so reads never count
-rows. Tables that need acceptance order (messages, jobs, events, deliveries) have an integer ``seq``
+rows. Tables that need acceptance order (messages and their delivery jobs, events, deliveries) have an integer ``seq``
 primary key assigned at insert.
 
 One module a group of tables with one owner; every name is here too, as ``models.<name>``.
@@ -12,8 +12,15 @@ from __future__ import annotations
 
 from openbloo.db.models.account import api_keys, idempotency_keys, number_api_keys, numbers, organizations
 from openbloo.db.models.base import OptionalJSON, SeqType, metadata
-from openbloo.db.models.chats import MESSAGE_IS_SENT, chats, conversations, messages, opt_outs, reactions
-from openbloo.db.models.delivery import JOB_IS_PENDING, delivery_jobs
+from openbloo.db.models.chats import (
+    JOB_IS_PENDING,
+    MESSAGE_IS_SENT,
+    chats,
+    conversations,
+    messages,
+    opt_outs,
+    reactions,
+)
 from openbloo.db.models.people import contact_tags, contacts, group_members, groups
 from openbloo.db.models.webhooks import events, webhook_attempts, webhook_deliveries, webhooks
 
@@ -27,7 +34,6 @@ __all__ = [
     "contact_tags",
     "contacts",
     "conversations",
-    "delivery_jobs",
     "events",
     "group_members",
     "groups",

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     String,
     Table,
     Text,
@@ -66,6 +67,8 @@ conversations = Table(
     UniqueConstraint("chat_id", "number_id"),
 )
 
+_JOB_PENDING_SQL = "job_state = 'pending'"  # the partial indexes' predicate (JOB_IS_PENDING, below)
+
 messages = Table(
     "messages",
     metadata,
@@ -97,7 +100,25 @@ messages = Table(
     epoch_ms("time_delivered"),
     epoch_ms("time_read"),
     epoch_ms("created_at", nullable=False),
+    # An outgoing message's delivery job, in the message's own row (migration 0010: a table of its own cost
+    # every send a second row, its id index and a statement). NULL for a message nobody sends (inbound).
+    # pending → (started: job_lease_owner set) → done | failed | cancelled; the claims lease conversations
+    # and send their pending messages in ``seq`` (acceptance) order (openbloo.delivery).
+    Column("job_state", String(20), nullable=True),
+    Column("job_attempts", Integer, nullable=True),
+    epoch_ms("job_next_attempt_at"),
+    # The worker whose attempt started and whose outcome is not recorded yet: after a crash the next claim
+    # sees it and asks the device whether the message (its reference: the message's id) already went out.
+    Column("job_lease_owner", String(64), nullable=True),
+    # While an attempt is in flight, when it started (a device search for it starts there).
+    epoch_ms("job_updated_at"),
+    Column("job_last_error", Text, nullable=True),
     Index("ix_messages_chat_time", "chat_id", "time_sent", "seq"),
+    # The claims read pending jobs only, and these partial indexes hold just those: a delivered message leaves
+    # them, and while the workers keep up they are small and stay in cache. Queries name the literal
+    # (JOB_IS_PENDING, below) to use them.
+    Index("ix_messages_job_pending_due", "job_next_attempt_at", "seq", **partial(_JOB_PENDING_SQL)),
+    Index("ix_messages_job_pending_conversation", "conversation_id", "seq", **partial(_JOB_PENDING_SQL)),
     # Restart recovery looks for messages left "sent" (receipts to re-arm), and only for those: a partial
     # index holds just them, so the status changes of every other message write no index entry.
     Index("ix_messages_sent", "status", **partial("status = 'sent'")),
@@ -110,6 +131,9 @@ messages = Table(
     Index("ix_messages_number_provider", "number_id", "provider_id", unique=True, **partial("provider_id IS NOT NULL")),
     Index("ix_messages_provider_id", "provider_id", **partial("provider_id IS NOT NULL")),
 )
+# "This message's job is pending", as the partial indexes above are defined: PostgreSQL's generic plans use
+# a partial index only for a query whose WHERE names the same literal.
+JOB_IS_PENDING = messages.c.job_state == literal_column("'pending'")
 # "This message is sent", as the partial index ix_messages_sent is defined: SQLite (and PostgreSQL's generic
 # plans) use a partial index only for a query whose WHERE names the same literal, not a bound parameter.
 MESSAGE_IS_SENT = messages.c.status == literal_column("'sent'")
