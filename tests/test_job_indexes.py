@@ -1,26 +1,61 @@
-"""The claims read pending jobs through the partial indexes that hold only those (migrations 0006, 0010): a claim
-whose WHERE no longer implied the indexes' predicate, or a change of the indexes' columns, would still be
-right and would scan instead. (SQLite also matches a bound ``job_state = ?`` to the predicate; PostgreSQL's
-generic plans need the literal, ``models.JOB_IS_PENDING``.)"""
+"""The claims read pending jobs through the partial index that holds only those, by seq (migration 0010): a
+claim whose WHERE no longer implied the index's predicate, or a change of the index's columns, would still
+be right and would walk every message instead. (SQLite also matches a bound ``job_state = ?`` to the
+predicate; PostgreSQL's generic plans need the literal, ``models.JOB_IS_PENDING``.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from openbloo.config import database_urls
+from openbloo.db.engine import make_sync_engine
 from openbloo.db.migrate import upgrade
 from openbloo.delivery import claims
 from tests.helpers import sqlite_plan
 
+INDEX = "ix_messages_job_pending"
 
-def test_the_claims_find_pending_jobs_through_the_partial_indexes(tmp_path: Path) -> None:
+
+def _claim_reads() -> list[tuple[str, Any, dict[str, Any]]]:
+    jobs, params = claims._PENDING_JOBS(["conv_a", "conv_b"], {"b_upto": 10})
+    lease = {"b_now": 0, "b_scan": 64, "b_limit": 16, "b_worker": "w", "b_until": 1}
+    return [("window", claims._WINDOW, lease), ("jobs", jobs, params), ("lease", claims._LEASE_DUE, lease)]
+
+
+def test_the_claims_find_pending_jobs_through_the_partial_index_on_sqlite(tmp_path: Path) -> None:
     db = tmp_path / "jobs.db"
     upgrade(database_urls(f"sqlite:///{db}"))
-    due = sqlite_plan(db, claims._DUE, {"b_now": 0, "b_scan": 64})
-    assert "USING INDEX ix_messages_job_pending_due" in due, due
-    stmt, params = claims._PENDING_JOBS(["conv_a", "conv_b"])
-    jobs = sqlite_plan(db, stmt, params)
-    assert "USING INDEX ix_messages_job_pending_conversation" in jobs, jobs
+    for what, stmt, params in _claim_reads()[:2]:  # the lease statement is PostgreSQL's
+        plan = sqlite_plan(db, stmt, params)
+        assert f"USING INDEX {INDEX}" in plan or f"USING COVERING INDEX {INDEX}" in plan, f"{what}: {plan}"
+
+
+def test_the_claims_find_pending_jobs_through_the_partial_index_on_postgresql(postgres_database: str) -> None:
+    urls = database_urls(postgres_database)
+    upgrade(urls)
+    engine = make_sync_engine(urls)
+    try:
+        for i, (what, stmt, params) in enumerate(_claim_reads()):
+            # A prepared statement's generic plan, with scans priced out (tests/test_provider_id_indexes.py).
+            compiled = stmt.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
+            values = compiled.construct_params(params)
+            args = ", ".join(f"'{values[name]}'" for name in compiled.positiontup)
+            with engine.begin() as conn:
+                conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+                conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+                conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+                conn.exec_driver_sql(f"PREPARE claim_read_{i} AS {compiled}")
+                try:
+                    plan = " / ".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN EXECUTE claim_read_{i}({args})"))
+                finally:
+                    conn.exec_driver_sql(f"DEALLOCATE claim_read_{i}")
+            assert INDEX in plan, f"{what}: {plan}"
+    finally:
+        engine.dispose()
 
 
 def test_a_job_is_found_by_its_transport_reference_through_the_message_id_index(tmp_path: Path) -> None:
@@ -32,3 +67,13 @@ def test_a_job_is_found_by_its_transport_reference_through_the_message_id_index(
     upgrade(database_urls(f"sqlite:///{db}"))
     plan = sqlite_plan(db, _JOB_BY_REF, {"ref": "msg_x", "number": "num_x"})
     assert "SEARCH messages USING INDEX sqlite_autoindex_messages_1" in plan, plan
+
+
+def test_the_pending_index_holds_pending_jobs_only(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    upgrade(database_urls(f"sqlite:///{db}"))
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        sql = conn.exec_driver_sql(f"SELECT sql FROM sqlite_master WHERE name = '{INDEX}'").scalar_one()
+    engine.dispose()
+    assert "WHERE job_state = 'pending'" in sql, sql

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 
 from openbloo.db import models as m
 from openbloo.db.batch import Batch
@@ -32,7 +32,8 @@ class ClaimedConversation:  # a value, made per delivered message: not frozen fo
     # The claim already started the first job's attempt (its in-flight marker committed with the claim), so
     # the dispatcher hands it to the transport without a unit of its own first.
     head_started: bool = False
-    # Its claim left pending jobs out (``per_conversation``): once these are sent, it is claimed again.
+    # Its claim may have left pending jobs out (``per_conversation``, or past the claim's window): once these are
+    # sent, it is claimed again.
     truncated: bool = False
 
 
@@ -43,19 +44,27 @@ def _free(conv: Any) -> Any:
     return or_(conv.c.lease_until.is_(None), conv.c.lease_until < bindparam("b_now"))
 
 
-def _due_jobs(conv: Any) -> Any:
-    """The oldest due jobs of conversations nobody holds (``b_scan`` of them): conversation, due time, seq."""
+def _window(conv: Any) -> Any:
+    """The oldest pending jobs of the conversations nobody holds, ``b_scan`` of them in acceptance order: seq,
+    conversation, due time.
+
+    In acceptance order, a conversation's jobs in the window are the first of its pending jobs, the first one
+    its next (whatever came before it is final): the claim reads them through the one index of pending jobs
+    by seq, which takes its entries at the end. An index by conversation, to read a conversation's jobs
+    apart, cost every send an entry at a random page (docs/benchmarks.md, change 66). A job waiting for its
+    retry keeps its conversation held until then, so a free conversation's jobs are due.
+    """
     return (
-        select(_msg.c.conversation_id, _msg.c.job_next_attempt_at, _msg.c.seq)
+        select(_msg.c.seq, _msg.c.conversation_id, _msg.c.job_next_attempt_at)
         .join(conv, conv.c.id == _msg.c.conversation_id)
-        .where(m.JOB_IS_PENDING, _msg.c.job_next_attempt_at <= bindparam("b_now"), _free(conv))
-        .order_by(_msg.c.job_next_attempt_at, _msg.c.seq)
+        .where(m.JOB_IS_PENDING, _free(conv))
+        .order_by(_msg.c.seq)
         .limit(bindparam("b_scan"))
     )
 
 
 _FREE = _free(_c)
-_DUE = _due_jobs(_c)
+_WINDOW = _window(_c)
 _LEASE = InList(
     lambda ids: (
         update(_c).where(_c.c.id.in_(ids)).values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
@@ -64,40 +73,44 @@ _LEASE = InList(
 
 
 def _lease_due_conversations() -> Any:
-    """PostgreSQL: find, lock and lease the conversations of the oldest due jobs in one statement.
+    """PostgreSQL: find, lock and lease the conversations whose next job is due, in one statement.
 
     Other workers may be claiming the same conversations right now: ``FOR UPDATE SKIP LOCKED`` takes only
     those nobody holds, and the free test runs again on the locked rows. One statement instead of three
     (find, lock, lease): every statement is a round trip, and the claim is the step between a message's
-    acceptance and its hand-off to the device.
+    acceptance and its hand-off to the device. It returns each leased conversation with its last job in the
+    window, and how many jobs the window held (a full window may have left later jobs out).
     """
-    due_jobs = _due_jobs(_c.alias("held")).subquery("due_jobs")
-    due = (
-        select(
-            due_jobs.c.conversation_id,
-            func.min(due_jobs.c.job_next_attempt_at).label("due_at"),
-            func.min(due_jobs.c.seq).label("first_seq"),
-        )
-        .group_by(due_jobs.c.conversation_id)
-        .subquery("due")
+    window = _window(_c.alias("held")).cte("job_window")
+    first_seq = func.min(window.c.seq)
+    heads = (
+        select(window.c.conversation_id, first_seq.label("first_seq"), func.max(window.c.seq).label("last_seq"))
+        .group_by(window.c.conversation_id)
+        # Its first job is due (the earliest due job is its first job).
+        .having(first_seq == func.min(case((window.c.job_next_attempt_at <= bindparam("b_now"), window.c.seq))))
+        .subquery("heads")
     )
-    lockable = (
-        select(_c.c.id)
-        .join(due, due.c.conversation_id == _c.c.id)
+    locked = (
+        select(_c.c.id, heads.c.last_seq)
+        .join(heads, heads.c.conversation_id == _c.c.id)
         .where(_FREE)
-        .order_by(due.c.due_at, due.c.first_seq)
+        .order_by(heads.c.first_seq)
         .limit(bindparam("b_limit"))
         .with_for_update(of=_c, skip_locked=True)
+        .subquery("locked")
     )
+    scanned = select(func.count()).select_from(window).scalar_subquery()
     return (
         update(_c)
-        .where(_c.c.id.in_(lockable.scalar_subquery()))
+        .where(_c.c.id == locked.c.id)
         .values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
-        .returning(_c.c.id)
+        .returning(_c.c.id, locked.c.last_seq, scanned)
     )
 
 
 _LEASE_DUE = _lease_due_conversations()
+# The pending jobs of leased conversations up to the window's last (``b_upto``): a walk of the index of pending
+# jobs by seq from its start, as long as the window's (and the jobs of held conversations among them).
 _PENDING_JOBS = InList(
     lambda ids: (
         select(
@@ -129,7 +142,7 @@ _PENDING_JOBS = InList(
         .join(_chat, _chat.c.id == _msg.c.chat_id)
         .join(_c, _c.c.id == _msg.c.conversation_id)
         .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
-        .where(_msg.c.conversation_id.in_(ids), m.JOB_IS_PENDING)
+        .where(m.JOB_IS_PENDING, _msg.c.seq <= bindparam("b_upto"), _msg.c.conversation_id.in_(ids))
         .order_by(_msg.c.seq)
     )
 )
@@ -146,23 +159,46 @@ _PROVIDER_IDS = InList(
 )
 
 
+def _due_conversations(window: list[Any], now: int, limit: int) -> dict[str, int]:
+    """SQLite: the conversations of the window whose first job is due (``limit`` of them, oldest first), each
+    with its last job in the window."""
+    last: dict[str, int] = {}
+    waiting: set[str] = set()
+    for seq, conv_id, next_attempt_at in window:
+        if conv_id in last:
+            last[conv_id] = seq
+        elif conv_id not in waiting:
+            if next_attempt_at > now or len(last) >= limit:
+                waiting.add(conv_id)  # its first job waits for a retry (or enough conversations were found)
+            else:
+                last[conv_id] = seq
+    return last
+
+
 def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: int = 100) -> Callable[[Batch], Any]:
     limit = max(1, min(limit, MAX_IN))
 
     def unit(batch: Batch) -> list[ClaimedConversation]:
-        lease = {"b_now": now, "b_scan": limit * 4, "b_limit": limit, "b_worker": worker, "b_until": now + lease_ms}
+        scan = limit * 4
+        lease = {"b_now": now, "b_scan": scan, "b_limit": limit, "b_worker": worker, "b_until": now + lease_ms}
         if batch.is_postgres:
-            conv_ids = [r[0] for r in batch.all(_LEASE_DUE, lease)]
+            leased = batch.all(_LEASE_DUE, lease)
+            last = {conv_id: last_seq for conv_id, last_seq, _ in leased}
+            window_full = bool(leased) and leased[0][2] >= scan
         else:  # one process owns a SQLite file's queue, and its statements are calls, not round trips
-            conv_ids = list(dict.fromkeys(r[0] for r in batch.all(_DUE, lease)))[:limit]
-            if conv_ids:
-                batch.execute(*_LEASE(conv_ids, lease))
-        if not conv_ids:
+            window = batch.all(_WINDOW, lease)
+            last = _due_conversations(window, now, limit)
+            window_full = len(window) >= scan
+            if last:
+                batch.execute(*_LEASE(list(last), lease))
+        if not last:
             return []
-        rows = batch.all(*_PENDING_JOBS(conv_ids))
+        conv_ids = list(last)
+        rows = batch.all(*_PENDING_JOBS(conv_ids, {"b_upto": max(last.values())}))
         parents = _reply_guids(batch, [r[_REPLY_TO] for r in rows])
         grouped: dict[str, list[Job]] = {cid: [] for cid in conv_ids}
-        truncated: set[str] = set()
+        # A full window may have left a conversation's later jobs out: it is claimed again once these are sent.
+        truncated: set[str] = set(conv_ids) if window_full else set()
         for (
             seq,
             conv_id,

@@ -114,11 +114,10 @@ messages = Table(
     epoch_ms("job_updated_at"),
     Column("job_last_error", Text, nullable=True),
     Index("ix_messages_chat_time", "chat_id", "time_sent", "seq"),
-    # The claims read pending jobs only, and these partial indexes hold just those: a delivered message leaves
-    # them, and while the workers keep up they are small and stay in cache. Queries name the literal
-    # (JOB_IS_PENDING, below) to use them.
-    Index("ix_messages_job_pending_due", "job_next_attempt_at", "seq", **partial(_JOB_PENDING_SQL)),
-    Index("ix_messages_job_pending_conversation", "conversation_id", "seq", **partial(_JOB_PENDING_SQL)),
+    # The claims read pending jobs only, in acceptance order, and this partial index holds just those: a send
+    # adds its entry at the end, a finished job leaves it, and while the workers keep up it is small and stays
+    # in cache. Queries name the literal (JOB_IS_PENDING, below) to use it.
+    Index("ix_messages_job_pending", "seq", **partial(_JOB_PENDING_SQL)),
     # Restart recovery looks for messages left "sent" (receipts to re-arm), and only for those: a partial
     # index holds just them, so the status changes of every other message write no index entry.
     Index("ix_messages_sent", "status", **partial("status = 'sent'")),
@@ -131,7 +130,7 @@ messages = Table(
     Index("ix_messages_number_provider", "number_id", "provider_id", unique=True, **partial("provider_id IS NOT NULL")),
     Index("ix_messages_provider_id", "provider_id", **partial("provider_id IS NOT NULL")),
 )
-# "This message's job is pending", as the partial indexes above are defined: PostgreSQL's generic plans use
+# "This message's job is pending", as the partial index above is defined: PostgreSQL's generic plans use
 # a partial index only for a query whose WHERE names the same literal.
 JOB_IS_PENDING = messages.c.job_state == literal_column("'pending'")
 # "This message is sent", as the partial index ix_messages_sent is defined: SQLite (and PostgreSQL's generic

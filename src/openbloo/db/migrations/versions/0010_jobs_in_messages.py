@@ -9,6 +9,10 @@ statement a send, and every outcome updated two rows where one is the message's.
 into the message (``job_*`` columns, NULL for a message nobody sends), with the same partial indexes of
 pending jobs; the job's ``seq`` is the message's (both were the acceptance order) and its transport
 reference was the message's id. Existing jobs are copied over before their table goes.
+
+The two partial indexes of pending jobs, by due time and by conversation, become one by seq: the claims
+walk pending jobs in acceptance order (openbloo.delivery.claims), and the index by conversation took an
+entry at a random page of every send.
 """
 
 from __future__ import annotations
@@ -36,20 +40,7 @@ def upgrade() -> None:
     # UPDATE ... FROM: PostgreSQL, and SQLite since 3.33.
     sets = ", ".join(f"job_{c} = j.{c}" for c in _COPIED)
     op.execute(f"UPDATE messages SET {sets} FROM delivery_jobs AS j WHERE j.message_id = messages.id")
-    op.create_index(
-        "ix_messages_job_pending_due",
-        "messages",
-        ["job_next_attempt_at", "seq"],
-        sqlite_where=_PENDING,
-        postgresql_where=_PENDING,
-    )
-    op.create_index(
-        "ix_messages_job_pending_conversation",
-        "messages",
-        ["conversation_id", "seq"],
-        sqlite_where=_PENDING,
-        postgresql_where=_PENDING,
-    )
+    op.create_index("ix_messages_job_pending", "messages", ["seq"], sqlite_where=_PENDING, postgresql_where=_PENDING)
     op.drop_table("delivery_jobs")  # its indexes go with it
 
 
@@ -99,8 +90,7 @@ def downgrade() -> None:
         sqlite_where=_OLD_PENDING,
         postgresql_where=_OLD_PENDING,
     )
-    op.drop_index("ix_messages_job_pending_conversation", table_name="messages")
-    op.drop_index("ix_messages_job_pending_due", table_name="messages")
+    op.drop_index("ix_messages_job_pending", table_name="messages")
     # DROP COLUMN: native on PostgreSQL and on SQLite ≥ 3.35; batch mode covers older SQLite by rebuilding.
     with op.batch_alter_table("messages") as batch_op:
         for column in _COPIED:

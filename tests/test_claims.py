@@ -1,0 +1,98 @@
+"""A claim walks the pending jobs in acceptance order (openbloo.delivery.claims), on both stores: it leases the
+conversations whose next job is due and hands over each one's jobs in order; a conversation whose next job
+waits for its retry is left alone, even with later jobs due; a window that was full marks its conversations
+to be claimed again, and the next claim finds the jobs it left out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, update
+
+from openbloo.config import database_urls
+from openbloo.db import models as m
+from openbloo.db.engine import make_sync_engine
+from openbloo.db.migrate import upgrade
+from openbloo.db.writer import run_units
+from openbloo.delivery import jobs
+from openbloo.delivery.claims import ClaimedConversation, claim
+from tests.conftest import own_postgres_database
+from tests.helpers import org_context, planned_send
+
+WORKER = "test-claims"
+NOW = 10**13  # every job accepted by the test is due
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated database of this test's alone (a claim leases every due conversation it finds)."""
+    if request.param == "sqlite":
+        urls = database_urls(f"sqlite:///{tmp_path / 'claims.db'}")
+        upgrade(urls)
+        eng = make_sync_engine(urls)
+        yield eng
+        eng.dispose()
+        return
+    with own_postgres_database(request.getfixturevalue("postgres_database"), "openbloo_claims") as url:
+        urls = database_urls(url)
+        upgrade(urls)
+        eng = make_sync_engine(urls)
+        yield eng
+        eng.dispose()
+
+
+def _accept(engine: Engine, sends: list[tuple[str, str]]) -> list[str]:
+    """Accepts ``(to, text)`` sends one after another (one acceptance order); their message ids."""
+    ctx = org_context(engine, "claims", "+15550008888")
+    ids = []
+    for to, text in sends:
+        [(ok, outcome)] = run_units(engine, [planned_send(ctx, to, text)])
+        assert ok, outcome
+        ids.append(json.loads(outcome.body)["message_id"])
+    return ids
+
+
+def _claim(engine: Engine, limit: int = 256, now: int = NOW) -> list[ClaimedConversation]:
+    [(ok, claimed)] = run_units(engine, [claim(WORKER, now, 60_000, limit)])
+    assert ok, claimed
+    return list(claimed)
+
+
+def _ids(conv: ClaimedConversation) -> list[str]:
+    return [job.outgoing.message_id for job in conv.jobs]
+
+
+def test_each_conversation_gets_its_jobs_in_acceptance_order(engine: Engine) -> None:
+    to = ["+15550610001", "+15550610002", "+15550610003"]
+    ids = _accept(engine, [(t, f"{t} #{n}") for n in range(3) for t in to])
+    claimed = _claim(engine)
+    assert sorted(_ids(c) for c in claimed) == sorted([ids[i::3] for i in range(3)])
+    assert all(c.head_started and not c.truncated for c in claimed)
+    assert _claim(engine) == []  # all three are leased now
+
+
+def test_a_conversation_whose_next_job_waits_for_its_retry_is_left_alone(engine: Engine) -> None:
+    ids = _accept(engine, [("+15550620001", "first"), ("+15550620002", "other"), ("+15550620001", "second")])
+    with engine.begin() as conn:  # the first job waits for a retry; the conversation's lease ran out meanwhile
+        conn.execute(update(m.messages).where(m.messages.c.id == ids[0]).values(job_next_attempt_at=NOW + 30_000))
+    claimed = _claim(engine)
+    assert [_ids(c) for c in claimed] == [[ids[1]]]  # not "second" before "first"
+    later = _claim(engine, now=NOW + 30_001)  # "other" is still leased (60 s)
+    assert [_ids(c) for c in later] == [[ids[0], ids[2]]]
+
+
+def test_a_full_window_marks_its_conversations_to_be_claimed_again(engine: Engine) -> None:
+    # limit 1: a window of 4 jobs, all of one conversation's 6.
+    ids = _accept(engine, [("+15550630001", f"#{n}") for n in range(6)] + [("+15550630002", "other")])
+    [first] = _claim(engine, limit=1)
+    assert _ids(first) == ids[:4] and first.truncated
+    for job in first.jobs:  # sent, one after another, as the dispatcher does; then the conversation is released
+        run_units(engine, [jobs.then_next(lambda _b: None, job, None, WORKER, NOW, 60_000)])
+        with engine.begin() as conn:
+            conn.execute(update(m.messages).where(m.messages.c.seq == job.seq).values(job_state="done"))
+    again = _claim(engine, limit=2)
+    assert sorted(_ids(c) for c in again) == sorted([ids[4:6], [ids[6]]])
+    assert not any(c.truncated for c in again)
