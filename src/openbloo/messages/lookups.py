@@ -45,15 +45,23 @@ _IDEMPOTENCY = InList(
         _ik.c.organization_id == bindparam("org"), _ik.c.key.in_(keys)
     )
 )
-_CHATS = InList(
-    lambda keys: select(
-        _ch.c.chat_key, _ch.c.id, _ch.c.type, _ch.c.contact_id, _ch.c.group_id, _ch.c.last_number_id
-    ).where(_ch.c.organization_id == bindparam("org"), _ch.c.chat_key.in_(keys))
-)
-_CONVERSATIONS_BY_CHAT_KEY = InList(
+# The chats with these keys and each one's conversations (a row per conversation; one with NULLs for a chat
+# that has none): one read of the chats' index, where a read of the conversations by their chats' keys
+# read it again.
+_CHATS_AND_CONVERSATIONS = InList(
     lambda keys: (
-        select(_cv.c.id, _cv.c.chat_id, _cv.c.number_id, _cv.c.inbound_count)
-        .join(_ch, _ch.c.id == _cv.c.chat_id)
+        select(
+            _ch.c.chat_key,
+            _ch.c.id,
+            _ch.c.type,
+            _ch.c.contact_id,
+            _ch.c.group_id,
+            _ch.c.last_number_id,
+            _cv.c.id,
+            _cv.c.number_id,
+            _cv.c.inbound_count,
+        )
+        .outerjoin(_cv, _cv.c.chat_id == _ch.c.id)
         .where(_ch.c.organization_id == bindparam("org"), _ch.c.chat_key.in_(keys))
     )
 )
@@ -128,31 +136,28 @@ def _plan_chats(batch: Batch, org: str, keys: list[str], reads: list[Any], answe
     contacts are wanted if the chat turns out not to exist)."""
     wanted = [k for k in dict.fromkeys(keys) if batch.recall(chat_cache_key(org, k)) is None]
     for part in InList.chunks(wanted):
-        found: dict[str, str] = {}  # chat key → chat id, filled by the first answer, used by the second
 
-        def chats(rows: list[Any], part: Sequence[str] = part, found: dict[str, str] = found) -> None:
-            for key, chat_id, chat_type, contact_id, group_id, last_number_id in rows:
-                found[key] = chat_id
-                batch.remember(
-                    chat_cache_key(org, key), ChatRef(chat_id, key, chat_type, contact_id, group_id, last_number_id)
-                )
+        def answer(rows: list[Any], part: Sequence[str] = part) -> None:
+            found: set[str] = set()
+            for key, chat_id, chat_type, contact_id, group_id, last_number_id, conv_id, number_id, inbound in rows:
+                if key not in found:
+                    found.add(key)
+                    batch.remember(
+                        chat_cache_key(org, key),
+                        ChatRef(chat_id, key, chat_type, contact_id, group_id, last_number_id),
+                    )
+                    batch.remember(conversations_read(chat_id), True)  # every conversation of it is known now
+                if conv_id is not None:
+                    batch.remember(
+                        conversation_cache_key(chat_id, number_id),
+                        ConversationRef(conv_id, chat_id, number_id, int(inbound)),
+                    )
             for key in part:
                 if key not in found:
                     batch.remember(chat_cache_key(org, key), ABSENT)
 
-        def conversations(rows: list[Any], found: dict[str, str] = found) -> None:
-            for conv_id, chat_id, number_id, inbound_count in rows:
-                batch.remember(
-                    conversation_cache_key(chat_id, number_id),
-                    ConversationRef(conv_id, chat_id, number_id, int(inbound_count)),
-                )
-            for chat_id in found.values():  # every conversation of these chats is known now
-                batch.remember(conversations_read(chat_id), True)
-
-        reads.append(_CHATS(part, {"org": org}))
-        answers.append(chats)
-        reads.append(_CONVERSATIONS_BY_CHAT_KEY(part, {"org": org}))
-        answers.append(conversations)
+        reads.append(_CHATS_AND_CONVERSATIONS(part, {"org": org}))
+        answers.append(answer)
     return wanted
 
 
