@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 
 from openbloo.account.numbers import add_number
 from openbloo.addressing import parse_chat_id
@@ -73,6 +73,25 @@ def sqlite_plan(db: Path | sqlite3.Connection, stmt: Any, params: dict[str, Any]
     finally:
         if conn is not db:
             conn.close()
+
+
+def postgres_generic_plan(engine: Engine, stmt: Any, params: dict[str, Any]) -> str:
+    """PostgreSQL's plan of the SQLAlchemy statement ``stmt`` as a prepared statement's generic plan (what a
+    server that caches plans runs), with scans priced out: if a partial index's predicate were not implied,
+    PostgreSQL could not use it and would scan anyway. Its steps joined by " / "."""
+    compiled = stmt.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
+    values = compiled.construct_params(params)
+    args = ", ".join(f"'{values[name]}'" for name in compiled.positiontup)
+    # SET LOCAL: the settings end with this transaction, not with the pooled connection.
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+        conn.exec_driver_sql(f"PREPARE planned AS {compiled}")
+        try:
+            return " / ".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN EXECUTE planned({args})"))
+        finally:
+            conn.exec_driver_sql("DEALLOCATE planned")
 
 
 def events_of(server: Server, message_id: str) -> list[str]:

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from openbloo.config import database_urls
 from openbloo.db.engine import make_sync_engine
 from openbloo.db.migrate import upgrade
 from openbloo.delivery import claims
-from tests.helpers import sqlite_plan
+from tests.helpers import postgres_generic_plan, sqlite_plan
 
 INDEX = "ix_messages_job_pending"
 
@@ -39,20 +38,8 @@ def test_the_claims_find_pending_jobs_through_the_partial_index_on_postgresql(po
     upgrade(urls)
     engine = make_sync_engine(urls)
     try:
-        for i, (what, stmt, params) in enumerate(_claim_reads()):
-            # A prepared statement's generic plan, with scans priced out (tests/test_provider_id_indexes.py).
-            compiled = stmt.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
-            values = compiled.construct_params(params)
-            args = ", ".join(f"'{values[name]}'" for name in compiled.positiontup)
-            with engine.begin() as conn:
-                conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
-                conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-                conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
-                conn.exec_driver_sql(f"PREPARE claim_read_{i} AS {compiled}")
-                try:
-                    plan = " / ".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN EXECUTE claim_read_{i}({args})"))
-                finally:
-                    conn.exec_driver_sql(f"DEALLOCATE claim_read_{i}")
+        for what, stmt, params in _claim_reads():
+            plan = postgres_generic_plan(engine, stmt, params)
             assert INDEX in plan, f"{what}: {plan}"
     finally:
         engine.dispose()

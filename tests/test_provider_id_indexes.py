@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from openbloo.db.models import messages
 from openbloo.delivery.state import _STATE_BY_PROVIDER_ID
@@ -18,7 +17,7 @@ from openbloo.devices.bluebubbles import _MESSAGE_BY_GUID
 from openbloo.devices.twilio import _MESSAGE_BY_SID
 from openbloo.transports.registry import _PROVIDER_ID_OWNER
 from tests.conftest import Tenant
-from tests.helpers import send, sqlite_plan, wait_status
+from tests.helpers import postgres_generic_plan, send, sqlite_plan, wait_status
 
 INDEXES = ("ix_messages_provider_id", "ix_messages_number_provider")
 
@@ -38,24 +37,10 @@ def _delivered(tenant: Tenant, to: str, n: int) -> list[str]:
 
 
 def _plan(engine: sa.Engine, stmt: Any, params: dict[str, Any]) -> str:
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
             return sqlite_plan(conn.connection.dbapi_connection, stmt, params)  # type: ignore[arg-type]
-        # A prepared statement's generic plan (what a server that caches plans runs), with scans priced out:
-        # if the index's predicate were not implied, PostgreSQL could not use it and would scan anyway.
-        # SET LOCAL: the settings end with this connection's transaction, not with the pooled connection.
-        compiled = stmt.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
-        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
-        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
-        conn.exec_driver_sql(f"PREPARE provider_lookup AS {compiled}")
-        try:
-            values = compiled.construct_params(params)
-            args = ", ".join(f"'{values[name]}'" for name in compiled.positiontup)
-            rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE provider_lookup({args})").all()
-        finally:
-            conn.exec_driver_sql("DEALLOCATE provider_lookup")
-        return " / ".join(row[0] for row in rows)
+    return postgres_generic_plan(engine, stmt, params)
 
 
 @pytest.mark.parametrize(("what", "stmt", "params"), LOOKUPS, ids=[x[0] for x in LOOKUPS])
