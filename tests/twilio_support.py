@@ -46,7 +46,6 @@ def outgoing(text: str | None = "hello from openbloo", to: str = TO, **kwargs: A
     """One message for the transport, as the dispatcher would hand it over."""
     values: dict[str, Any] = {
         "message_id": new_id("msg_"),
-        "transport_ref": new_id("job_"),
         "attempt": 1,
         "sender": FROM,
         "chat_key": to,

@@ -230,7 +230,6 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
                 continue
             outgoing = Outgoing(
                 message_id=message_id,
-                transport_ref=message_id,
                 attempt=attempts + 1,
                 sender=phone_number,
                 chat_key=chat_key,

@@ -228,7 +228,6 @@ def sent_messages_to_resume(transport_kinds: tuple[str, ...], limit: int = 10_00
         for r in rows:
             outgoing = Outgoing(
                 message_id=r.id,
-                transport_ref=r.id,
                 attempt=r.job_attempts,
                 sender=r.phone_number,
                 chat_key=r.chat_key,

@@ -44,8 +44,6 @@ class Outgoing:
     """One message for the device: everything a transport needs, nothing of the database."""
 
     message_id: str
-    # Stable across attempts and restarts; the transport's key for "did this already go out?".
-    transport_ref: str
     attempt: int
     sender: str  # the org's number, E.164
     chat_key: str  # the API's chat id: handle or grp_ id
@@ -63,6 +61,12 @@ class Outgoing:
     # When the earlier attempt whose outcome is unknown began (epoch ms; None if there was none): what went
     # out before it was recorded before it, so a device search for this message can start there.
     in_flight_since: int | None = None
+
+    @property
+    def transport_ref(self) -> str:
+        """Stable across attempts and restarts, the transport's key for "did this already go out?": the
+        message's id (a message carries its delivery job, migration 0010)."""
+        return self.message_id
 
 
 @dataclass(slots=True)
