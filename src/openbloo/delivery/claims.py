@@ -64,7 +64,6 @@ def _window(conv: Any) -> Any:
 
 
 _FREE = _free(_c)
-_WINDOW = _window(_c)
 _LEASE = InList(
     lambda ids: (
         update(_c).where(_c.c.id.in_(ids)).values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
@@ -72,14 +71,16 @@ _LEASE = InList(
 )
 
 
-def _lease_due_conversations() -> Any:
-    """PostgreSQL: find, lock and lease the conversations whose next job is due, in one statement.
+def _due_conversations() -> tuple[Any, Any]:
+    """The free conversations whose next job is due, ``b_limit`` of them (oldest next job first), each with its
+    last job in the window and the window's size (a full window may have left later jobs out).
 
-    Other workers may be claiming the same conversations right now: ``FOR UPDATE SKIP LOCKED`` takes only
-    those nobody holds, and the free test runs again on the locked rows. One statement instead of three
-    (find, lock, lease): every statement is a round trip, and the claim is the step between a message's
-    acceptance and its hand-off to the device. It returns each leased conversation with its last job in the
-    window, and how many jobs the window held (a full window may have left later jobs out).
+    The rule is written once, in SQL, for both stores. Returns the select (SQLite: one process owns the
+    queue, so it reads them and leases them with a second statement, a call and not a round trip) and the
+    PostgreSQL lease: find, lock and lease in one statement. Other workers may be claiming the same
+    conversations right now: ``FOR UPDATE SKIP LOCKED`` takes only those nobody holds, and the free test runs
+    again on the locked rows. One statement instead of three (find, lock, lease): every statement is a round
+    trip, and the claim is the step between a message's acceptance and its hand-off to the device.
     """
     window = _window(_c.alias("held")).cte("job_window")
     first_seq = func.min(window.c.seq)
@@ -90,25 +91,25 @@ def _lease_due_conversations() -> Any:
         .having(first_seq == func.min(case((window.c.job_next_attempt_at <= bindparam("b_now"), window.c.seq))))
         .subquery("heads")
     )
-    locked = (
+    due = (
         select(_c.c.id, heads.c.last_seq)
         .join(heads, heads.c.conversation_id == _c.c.id)
         .where(_FREE)
         .order_by(heads.c.first_seq)
         .limit(bindparam("b_limit"))
-        .with_for_update(of=_c, skip_locked=True)
-        .subquery("locked")
     )
     scanned = select(func.count()).select_from(window).scalar_subquery()
-    return (
+    locked = due.with_for_update(of=_c, skip_locked=True).subquery("locked")
+    lease_due = (
         update(_c)
         .where(_c.c.id == locked.c.id)
         .values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
         .returning(_c.c.id, locked.c.last_seq, scanned)
     )
+    return due.add_columns(scanned), lease_due
 
 
-_LEASE_DUE = _lease_due_conversations()
+_DUE, _LEASE_DUE = _due_conversations()
 # The pending jobs of leased conversations up to the window's last (``b_upto``): a walk of the index of pending
 # jobs by seq from its start, as long as the window's (and the jobs of held conversations among them).
 _PENDING_JOBS = InList(
@@ -159,22 +160,6 @@ _PROVIDER_IDS = InList(
 )
 
 
-def _due_conversations(window: list[Any], now: int, limit: int) -> dict[str, int]:
-    """SQLite: the conversations of the window whose first job is due (``limit`` of them, oldest first), each
-    with its last job in the window."""
-    last: dict[str, int] = {}
-    waiting: set[str] = set()
-    for seq, conv_id, next_attempt_at in window:
-        if conv_id in last:
-            last[conv_id] = seq
-        elif conv_id not in waiting:
-            if next_attempt_at > now or len(last) >= limit:
-                waiting.add(conv_id)  # its first job waits for a retry (or enough conversations were found)
-            else:
-                last[conv_id] = seq
-    return last
-
-
 def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: int = 100) -> Callable[[Batch], Any]:
     limit = max(1, min(limit, MAX_IN))
 
@@ -183,16 +168,14 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
         lease = {"b_now": now, "b_scan": scan, "b_limit": limit, "b_worker": worker, "b_until": now + lease_ms}
         if batch.is_postgres:
             leased = batch.all(_LEASE_DUE, lease)
-            last = {conv_id: last_seq for conv_id, last_seq, _ in leased}
-            window_full = bool(leased) and leased[0][2] >= scan
         else:  # one process owns a SQLite file's queue, and its statements are calls, not round trips
-            window = batch.all(_WINDOW, lease)
-            last = _due_conversations(window, now, limit)
-            window_full = len(window) >= scan
-            if last:
-                batch.execute(*_LEASE(list(last), lease))
-        if not last:
+            leased = batch.all(_DUE, lease)
+            if leased:
+                batch.execute(*_LEASE([conv_id for conv_id, _, _ in leased], lease))
+        if not leased:
             return []
+        last = {conv_id: last_seq for conv_id, last_seq, _ in leased}
+        window_full = leased[0][2] >= scan
         conv_ids = list(last)
         rows = batch.all(*_PENDING_JOBS(conv_ids, {"b_upto": max(last.values())}))
         parents = _reply_guids(batch, [r[_REPLY_TO] for r in rows])
