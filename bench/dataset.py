@@ -148,7 +148,8 @@ def generate_sqlite(path: Path, n_messages: int) -> dict[str, Any]:
     conn.execute("BEGIN")
     conn.executemany(
         "UPDATE chats SET message_count = ?, inbound_count = ?, outbound_count = ?, first_message_time = ?,"
-        " last_message_time = ?, last_message_id = ?, last_message_text = ?, last_message_direction = ? WHERE id = ?",
+        " last_message_time = ?, last_message_id = ?, last_message_text = ?, last_message_direction = ?,"
+        " newest_message_time = last_message_time WHERE id = ?",
         [(*c, chat_ids[i]) for i, c in enumerate(counters)],
     )
     conn.executemany(

@@ -26,7 +26,7 @@ from tests.conftest import _pg_admin_url
 MODEL_TABLES = set(metadata.tables)
 
 
-HEAD = "0010"  # the newest revision
+HEAD = "0011"  # the newest revision
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -225,5 +225,38 @@ def test_0010_moves_each_delivery_job_into_its_message_and_back(fresh_urls: Data
             refs = conn.execute(sa.text("SELECT count(*) FROM delivery_jobs WHERE transport_ref = message_id"))
             assert refs.scalar_one() == 3
         assert [tuple(r) for r in back] == rows
+    finally:
+        engine.dispose()
+
+
+def test_0011_gives_each_chat_its_newest_message_time(fresh_urls: DatabaseUrls) -> None:
+    upgrade(fresh_urls, "0010")
+    engine = make_sync_engine(fresh_urls)
+    try:
+        with engine.begin() as conn:
+            run = conn.execute
+            run(sa.text("INSERT INTO organizations (id, name, created_at) VALUES ('org_1', 'old', 1)"))
+            for chat in ("chat_busy", "chat_empty"):
+                run(
+                    sa.text(
+                        "INSERT INTO chats (id, organization_id, chat_key, type, message_count, inbound_count,"
+                        " outbound_count, created_at) VALUES (:id, 'org_1', :id, 'phone', 0, 0, 0, 1)"
+                    ),
+                    {"id": chat},
+                )
+            for i, t in enumerate((5, 9, 7)):  # stored out of time order: the newest is not the last stored
+                run(
+                    sa.text(
+                        "INSERT INTO messages (id, organization_id, chat_id, direction, status, protocol, time_sent,"
+                        " created_at) VALUES (:id, 'org_1', 'chat_busy', 'inbound', 'received', 'sms', :t, :t)"
+                    ),
+                    {"id": f"msg_{i}", "t": t},
+                )
+        upgrade(fresh_urls)
+        with engine.connect() as conn:
+            chats = conn.execute(sa.text("SELECT id, newest_message_time, time_order_breaks FROM chats ORDER BY id"))
+            assert [tuple(r) for r in chats] == [("chat_busy", 9, 0), ("chat_empty", None, 0)]
+        downgrade(fresh_urls, "0010")
+        assert "newest_message_time" not in {c["name"] for c in sa.inspect(engine).get_columns("chats")}
     finally:
         engine.dispose()

@@ -10,8 +10,9 @@ unnamed group.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, case, insert, literal_column, select, update
 
 from openbloo.addressing import Handle
 from openbloo.db import models as m
@@ -54,10 +55,28 @@ _NEW_CHAT = Prepared(
         message_count=0,
         inbound_count=0,
         outbound_count=0,
+        time_order_breaks=0,
         created_at=bindparam("b_t"),
     ),
     ("b_id", "b_org", "b_key", "b_type", "b_contact", "b_group", "b_t"),
 )
+
+
+def chat_time_order(t: Any) -> dict[str, Any]:
+    """What the UPDATE of a chat's row for its new messages, the first sent at ``t``, sets beside its counters:
+    its newest time, and one more break of the list's order if they are not newer than the newest (ties too:
+    the newest message's seq is not kept, so an equal time may sort before it). Both right-hand sides read
+    the row as it was (SQL's UPDATE), under the row's lock: writers of one chat are counted one after the
+    other. (openbloo.chats.page_marks)
+    """
+    newest = m.chats.c.newest_message_time
+    return {
+        "time_order_breaks": m.chats.c.time_order_breaks
+        + case((t <= newest, literal_column("1")), else_=literal_column("0")),
+        "newest_message_time": case((newest.is_(None), t), (t > newest, t), else_=newest),
+    }
+
+
 # One parameter set per organization and batch: ``b_n`` is the batch's running count (``last_per``).
 _ORG_NEW_CHATS = Prepared(
     update(m.organizations)

@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, func, select, update
 
 from openbloo.addressing import normalize_handle
 from openbloo.chats import store
-from openbloo.chats.store import ORDER_MESSAGES
+from openbloo.chats.store import ORDER_MESSAGES, chat_time_order
 from openbloo.db import models as m
 from openbloo.db.batch import Batch
 from openbloo.delivery.state import _group_info
@@ -45,6 +45,7 @@ CHAT_INBOUND = (
         last_message_text=bindparam("b_last_text"),
         last_message_direction="inbound",
         last_number_id=bindparam("b_number"),
+        **chat_time_order(bindparam("b_t")),
     )
 )
 CONVERSATION_INBOUND = (

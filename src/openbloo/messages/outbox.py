@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, func, update
 
-from openbloo.chats.store import ORDER_MESSAGES, ChatRef, ConversationRef
+from openbloo.chats.store import ORDER_MESSAGES, ChatRef, ConversationRef, chat_time_order
 from openbloo.db import models as m
 from openbloo.db import wakeups
 from openbloo.db.batch import Batch
@@ -37,6 +37,7 @@ CHAT_OUTBOUND = (
         last_message_text=bindparam("b_last_text"),
         last_message_direction="outbound",
         last_number_id=bindparam("b_number"),
+        **chat_time_order(bindparam("b_t")),
     )
 )
 

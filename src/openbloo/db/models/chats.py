@@ -41,6 +41,12 @@ chats = Table(
     Column("last_message_text", Text, nullable=True),
     Column("last_message_direction", String(10), nullable=True),
     epoch_ms("created_at", nullable=False),
+    # The newest ``time_sent`` of the chat's messages, and how many messages were stored before it in the list's
+    # order (not newer than the newest when written: an API process that stamped a send before another's
+    # committed, a worker's inbound message). Written by the UPDATE every message makes here anyway; the API
+    # process's page marks of a chat hold while the count is what it was (openbloo.chats.page_marks).
+    epoch_ms("newest_message_time"),
+    Column("time_order_breaks", BigInteger, nullable=False, default=0, server_default="0"),
     UniqueConstraint("organization_id", "chat_key"),
     Index("ix_chats_org_recent", "organization_id", "last_message_time", "created_at"),
 )
