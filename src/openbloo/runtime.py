@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from openbloo.auth.context import KeyResolver
+from openbloo.chats.page_marks import PageMarks
 from openbloo.config import DatabaseUrls, Settings, database_urls, get_settings
 from openbloo.db.engine import make_async_engine, make_sync_engine
 from openbloo.db.migrate import upgrade
@@ -34,6 +35,8 @@ class Runtime:
     job_listeners: list[Any] = field(default_factory=list)
     # Async clean-ups for parts made on demand (HTTP clients of the API process), run by :meth:`close`.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Where deep pages of long chats start (GET /chats/{id}/messages), found by this process's reads.
+    page_marks: PageMarks = field(default_factory=PageMarks)
 
     def notify_jobs(self) -> None:
         for listener in self.job_listeners:

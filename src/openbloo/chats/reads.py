@@ -12,6 +12,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openbloo.addressing import ChatAddress
+from openbloo.chats.page_marks import PageMarks, after_key
 from openbloo.db import models as m
 from openbloo.errors import not_found
 
@@ -137,6 +138,7 @@ async def list_messages(
     direction: str | None,
     since: int | None,
     until: int | None,
+    marks: PageMarks | None = None,
 ) -> tuple[str, list[dict[str, Any]], int]:
     chats = await find_chats(conn, org_id, address)
     if not chats:
@@ -155,17 +157,33 @@ async def list_messages(
         total = sum(int(getattr(c, field)) for c in chats)
     else:
         total = int((await conn.execute(select(func.count()).select_from(_msg).where(and_(*cond)))).scalar_one())
-    ascending = sort == "asc"
     external = chats[0].chat_key
     if offset >= total and counted:
         return external, [], total
     # OFFSET walks the index from its start: a page past the middle is read from the other end instead, with
     # the order reversed (the total says where that page starts), and put back in order. The deepest page
-    # then costs what the first does; the slowest is the middle one.
-    from_the_end = counted and offset + limit > total - offset
-    if from_the_end:
+    # then costs what the first does; the slowest is the middle one, unless marks shorten its walk (below).
+    ascending = sort == "asc"
+    if counted and offset + limit > total - offset:
         ascending = not ascending
         offset, limit = max(0, total - offset - limit), min(limit, total - offset)
+    after, chat = None, chats[0]
+    # Marks count every message of one chat (no direction filter); a chat row without its newest time predates
+    # the count of breaks it relies on.
+    markable = counted and direction is None and len(chats) == 1 and chat.newest_message_time is not None
+    if marks is not None and markable and offset >= marks.spacing:
+        # The page's first message, counted from the oldest. Marks missing up to it are found when that walk is
+        # no longer than the page's own (the older half of the list); a page nearer the newest end uses those
+        # already known.
+        first = offset if ascending else max(0, total - offset - limit)
+        found = await marks.mark_before(conn, chat.id, int(chat.time_order_breaks), first, budget=offset)
+        if found is not None and first - found[0] < offset:
+            mark_position, (mark_time, mark_seq) = found
+            after = after_key(mark_time, mark_seq)
+            limit = min(limit, total - first) if ascending else total - offset - first
+            ascending, offset = True, first - mark_position
+    if after is not None:
+        cond.append(after)
     up, down = (_msg.c.time_sent.asc(), _msg.c.seq.asc()), (_msg.c.time_sent.desc(), _msg.c.seq.desc())
     order = up if ascending else down
     # Deferred join: the page's keys come from the (chat_id, time_sent, seq) index alone, and only the page's
@@ -179,7 +197,7 @@ async def list_messages(
             .order_by(*order)
         )
     )
-    if from_the_end:
+    if ascending != (sort == "asc"):
         rows.reverse()
     items = [list_item(r, external) for r in rows]
     return external, items, total

@@ -61,6 +61,7 @@ async def get_chat_messages(
             direction=direction,
             since=since,
             until=until,
+            marks=rt.page_marks,
         )
     return {"chat_id": chat_id, "messages": messages, "pagination": {"limit": limit, "offset": offset, "total": total}}
 
