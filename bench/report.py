@@ -242,10 +242,12 @@ def scale_section(rows_in: list[dict[str, Any]]) -> str:
     base = rows_in[0] if rows_in else None
     for r in rows_in:
 
-        def cell(key: str, r: dict[str, Any] = r) -> str:
+        def cell(key: str, r: dict[str, Any] = r, first: bool = False) -> str:
             med = r[key]["median_ms"]
             rel = ratio(med, base[key]["median_ms"]) if base else None
-            return f"{med:.2f} (p95 {r[key]['p95_ms']:.2f}; {rel:.2f}×)" if rel is not None else f"{med:.2f}"
+            # The middle page's first request finds the chat's page marks; the ones after it start from them.
+            cold = f"; first {r[key]['first_ms']:.2f}" if first and "first_ms" in r[key] else ""
+            return f"{med:.2f} (p95 {r[key]['p95_ms']:.2f}; {rel:.2f}×{cold})" if rel is not None else f"{med:.2f}"
 
         rows.append(
             [
@@ -254,7 +256,9 @@ def scale_section(rows_in: list[dict[str, Any]]) -> str:
                 cell("get_chats"),
                 cell("get_messages_first"),
                 f"{cell('get_messages_deep')} @ offset {r['deep_offset']:,}",
-                f"{cell('get_messages_middle')} @ offset {r['middle_offset']:,}" if "get_messages_middle" in r else "–",
+                f"{cell('get_messages_middle', first=True)} @ offset {r['middle_offset']:,}"
+                if "get_messages_middle" in r
+                else "–",
                 cell("send"),
                 r.get("rss_mb"),
             ]
