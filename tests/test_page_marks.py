@@ -8,11 +8,13 @@ import asyncio
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openbloo.addressing import parse_chat_id
 from openbloo.chats.page_marks import PageMarks
 from openbloo.chats.reads import list_messages
 from openbloo.db import models as m
+from openbloo.db.engine import make_async_engine
 from openbloo.db.writer import run_unit
 from openbloo.messages.inbound import record_inbound
 from openbloo.transports.base import InboundMessage
@@ -22,22 +24,18 @@ from tests.helpers import inbound, send
 SPACING = 4
 
 
-def _pages(server: Server, tenant: Tenant, handle: str, marks: PageMarks | None, **kw: Any) -> list[str]:
-    async def read() -> list[str]:
-        async with server.runtime.aengine.connect() as conn:
-            _, items, _ = await list_messages(
-                conn,
-                tenant.organization_id,
-                parse_chat_id(handle, "US"),
-                direction=None,
-                since=None,
-                until=None,
-                marks=marks,
-                **kw,
-            )
-        return [item["message_id"] for item in items]
-
-    return asyncio.run(read())
+async def _page(conn: AsyncConnection, tenant: Tenant, handle: str, marks: PageMarks | None, **kw: Any) -> list[str]:
+    _, items, _ = await list_messages(
+        conn,
+        tenant.organization_id,
+        parse_chat_id(handle, "US"),
+        direction=None,
+        since=None,
+        until=None,
+        marks=marks,
+        **kw,
+    )
+    return [item["message_id"] for item in items]
 
 
 def _chat_row(server: Server, handle: str, org: str) -> Any:
@@ -51,13 +49,22 @@ def _chat_row(server: Server, handle: str, org: str) -> Any:
 
 
 def _every_page_matches(server: Server, tenant: Tenant, handle: str, marks: PageMarks, total: int) -> None:
-    for sort in ("asc", "desc"):
-        whole = _pages(server, tenant, handle, None, sort=sort, limit=200, offset=0)
-        assert len(whole) == total
-        for limit in (1, 3, 7):
-            for offset in range(total + 1):
-                got = _pages(server, tenant, handle, marks, sort=sort, limit=limit, offset=offset)
-                assert got == whole[offset : offset + limit], (sort, limit, offset)
+    async def check() -> None:
+        # An engine of this event loop's own: the server's async pool belongs to the server's loop.
+        engine = make_async_engine(server.runtime.urls)
+        try:
+            async with engine.connect() as conn:
+                for sort in ("asc", "desc"):
+                    whole = await _page(conn, tenant, handle, None, sort=sort, limit=200, offset=0)
+                    assert len(whole) == total
+                    for limit in (1, 3, 7):
+                        for offset in range(total + 1):
+                            got = await _page(conn, tenant, handle, marks, sort=sort, limit=limit, offset=offset)
+                            assert got == whole[offset : offset + limit], (sort, limit, offset)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(check())
 
 
 def test_a_page_read_from_a_mark_is_the_page_the_walk_reads(server: Server, tenant: Tenant) -> None:

@@ -5,9 +5,10 @@ walk from the mark before it.
 to it: the middle page of a 100,000-message chat walked 50,000 entries on every request (pages past the
 middle are read from the other end, so the middle is the longest walk). A position stored with each message
 would make an offset a range, but it costs every send a second index entry in the chat and only holds while
-messages are stored in time order (docs/benchmarks.md, twelfth round). Marks cost the send path nothing: the
-API process finds them by walking once, a mark at a time, and remembers them per chat; a later page starts at
-the mark before it, so paging through a long history no longer walks further for every deeper page.
+messages are stored in time order (docs/benchmarks.md, twelfth round). Marks cost the send path nothing
+measurable: the API process finds them by walking once (one statement) and remembers them per chat; a later
+page starts at the mark before it, so paging through a long history no longer walks further for every deeper
+page.
 
 A mark is a message's sort key (time sent, seq) and its position in the list, oldest first. Messages are
 never deleted, and a new message goes to the end of the list unless it is not newer than the chat's newest;
