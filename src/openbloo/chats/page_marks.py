@@ -14,8 +14,10 @@ A mark is a message's sort key (time sent, seq) and its position in the list, ol
 never deleted, and a new message goes to the end of the list unless it is not newer than the chat's newest;
 each such message adds one to the chat's ``time_order_breaks`` in the same UPDATE that counts it (under the
 row's lock, openbloo.chats.store.chat_time_order). Marks are kept with the count they were found under, and
-a chat row read with another count drops them. Bounded: ``max_chats`` chats (least recently used out) and
-``max_marks`` marks a chat (deeper pages walk from the last one).
+a chat row read with another count drops them. A list filtered by direction has marks of its own (its
+entries are not in the index, so its walk also reads each message's row: marks spare it most). Bounded:
+``max_chats`` lists (least recently used out) and ``max_marks`` marks a list (deeper pages walk from the last
+one).
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ def after_key(time_sent: Any, seq: Any, messages: Any = _msg) -> ColumnElement[b
     return and_(t >= time_sent, or_(t > time_sent, messages.c.seq >= seq))
 
 
-def _marks_after() -> Any:
+def _marks_after(of_direction: bool) -> Any:
     """Up to ``b_count`` marks, each ``b_skip`` messages after the one before, the first after the key
-    (``b_t``, ``b_seq``): the last mark known, or a key before every message. One statement (a recursive CTE),
+    (``b_t``, ``b_seq``): the last mark known, or a key before every message; ``of_direction``: counting only
+    the messages of direction ``b_direction`` (a list filtered by it). One statement (a recursive CTE),
     where a statement a mark cost the first deep page of a 100,000-message chat five times its plain walk;
     each step walks the (chat, time, seq) index from the mark before, and together they walk as far as an
     OFFSET to the last one would."""
@@ -52,9 +55,12 @@ def _marks_after() -> Any:
         bindparam("b_seq", type_=BigInteger).label("s"),
     ).cte("marks", recursive=True)
     x = _msg.alias("x")
+    which = [x.c.chat_id == bindparam("b_chat"), after_key(marks.c.t, marks.c.s, x)]
+    if of_direction:
+        which.append(x.c.direction == bindparam("b_direction"))
     following = (
         select(x.c.seq)
-        .where(x.c.chat_id == bindparam("b_chat"), after_key(marks.c.t, marks.c.s, x))
+        .where(*which)
         .order_by(x.c.time_sent, x.c.seq)
         .limit(1)
         .offset(bindparam("b_skip"))
@@ -69,7 +75,7 @@ def _marks_after() -> Any:
     return select(found.c.t, found.c.s).where(found.c.n > 0).order_by(found.c.n)
 
 
-_MARKS_AFTER = _marks_after()
+_MARKS_AFTER = {False: _marks_after(False), True: _marks_after(True)}
 _BEFORE_EVERY_MESSAGE = (-(2**62), -(2**62))
 
 
@@ -101,51 +107,65 @@ class PageMarks:
         self.spacing = spacing
         self.max_chats = max_chats
         self.max_marks = max_marks
-        self._chats: OrderedDict[str, _ChatMarks] = OrderedDict()
+        self._chats: OrderedDict[tuple[str, str | None], _ChatMarks] = OrderedDict()
 
-    def known(self, chat_id: str) -> int:
-        """How many marks of the chat are remembered (for tests and diagnostics)."""
-        found = self._chats.get(chat_id)
+    def known(self, chat_id: str, direction: str | None = None) -> int:
+        """How many marks of the chat's list (of ``direction``) are remembered (for tests and diagnostics)."""
+        found = self._chats.get((chat_id, direction))
         return len(found) if found else 0
 
     async def mark_before(
-        self, conn: AsyncConnection, chat_id: str, breaks: int, position: int, *, budget: int
+        self,
+        conn: AsyncConnection,
+        chat_id: str,
+        direction: str | None,
+        breaks: int,
+        position: int,
+        *,
+        budget: int,
     ) -> tuple[int, tuple[int, int]] | None:
-        """The last mark at or before ``position`` (0 = the oldest message) of the chat's list: its position and
-        key, or None if there is none to start from. ``breaks``: the chat row's ``time_order_breaks``, as just
-        read. The marks missing up to ``position`` are found now (a walk from the last one known) if that walk
-        is at most ``budget`` messages: the walk the page would take without them."""
+        """The last mark at or before ``position`` (0 = the oldest message) of the chat's list (of its messages
+        of ``direction``, if given): its position and key, or None if there is none to start from. ``breaks``:
+        the chat row's ``time_order_breaks``, as just read (a message stored out of order in the chat may move
+        a filtered list's marks too, so the one count holds for the three lists). The marks missing up to
+        ``position`` are found now (a walk from the last one known) if that walk is at most ``budget``
+        messages: the walk the page would take without them."""
         wanted = min(position // self.spacing, self.max_marks)
         if wanted == 0:
             return None
-        marks = self._chats.get(chat_id)
+        list_key = (chat_id, direction)
+        marks = self._chats.get(list_key)
         if marks is None or marks.breaks != breaks:
             marks = _ChatMarks(breaks)
         known = len(marks)
         if known < wanted and position - known * self.spacing <= budget:
-            found = await self._walk(conn, chat_id, marks.key(known - 1) if known else None, wanted - known)
+            last = marks.key(known - 1) if known else None
+            found = await self._walk(conn, chat_id, direction, last, wanted - known)
             # Another request of this process may have found some meanwhile (an await above): keep one list.
-            current = self._chats.get(chat_id)
+            current = self._chats.get(list_key)
             if current is not None and current.breaks == breaks and len(current) >= known + len(found):
                 marks = current
             else:
                 marks = _ChatMarks(breaks, marks.keys(known) + found)
-        self._remember(chat_id, marks)
+        self._remember(list_key, marks)
         have = min(wanted, len(marks))
         if have == 0:
             return None
         return have * self.spacing, marks.key(have - 1)
 
     async def _walk(
-        self, conn: AsyncConnection, chat_id: str, last: tuple[int, int] | None, count: int
+        self, conn: AsyncConnection, chat_id: str, direction: str | None, last: tuple[int, int] | None, count: int
     ) -> list[tuple[int, int]]:
         """Up to ``count`` more marks after ``last`` (None: from the start), each ``spacing`` messages on."""
         t, seq = last or _BEFORE_EVERY_MESSAGE
         params = {"b_chat": chat_id, "b_t": t, "b_seq": seq, "b_skip": self.spacing, "b_count": count}
-        return [(int(t), int(seq)) for t, seq in await conn.execute(_MARKS_AFTER, params)]
+        if direction is not None:
+            params["b_direction"] = direction
+        rows = await conn.execute(_MARKS_AFTER[direction is not None], params)
+        return [(int(t), int(seq)) for t, seq in rows]
 
-    def _remember(self, chat_id: str, marks: _ChatMarks) -> None:
-        self._chats[chat_id] = marks
-        self._chats.move_to_end(chat_id)
+    def _remember(self, list_key: tuple[str, str | None], marks: _ChatMarks) -> None:
+        self._chats[list_key] = marks
+        self._chats.move_to_end(list_key)
         while len(self._chats) > self.max_chats:
             self._chats.popitem(last=False)

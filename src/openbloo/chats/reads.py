@@ -168,15 +168,16 @@ async def list_messages(
         ascending = not ascending
         offset, limit = max(0, total - offset - limit), min(limit, total - offset)
     after, chat = None, chats[0]
-    # Marks count every message of one chat (no direction filter); a chat row without its newest time predates
-    # the count of breaks it relies on.
-    markable = counted and direction is None and len(chats) == 1 and chat.newest_message_time is not None
+    # Marks are of one chat's list (or its messages of one direction); a chat row without its newest time
+    # predates the count of breaks they rely on.
+    markable = counted and len(chats) == 1 and chat.newest_message_time is not None
     if marks is not None and markable and offset >= marks.spacing:
         # The page's first message, counted from the oldest. Marks missing up to it are found when that walk is
         # no longer than the page's own (the older half of the list); a page nearer the newest end uses those
         # already known.
         first = offset if ascending else max(0, total - offset - limit)
-        found = await marks.mark_before(conn, chat.id, int(chat.time_order_breaks), first, budget=offset)
+        breaks = int(chat.time_order_breaks)
+        found = await marks.mark_before(conn, chat.id, direction, breaks, first, budget=offset)
         if found is not None and first - found[0] < offset:
             mark_position, (mark_time, mark_seq) = found
             after = after_key(mark_time, mark_seq)
