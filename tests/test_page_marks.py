@@ -5,21 +5,27 @@ is counted on the chat's row and drops the chat's marks, which are then found ag
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openbloo.addressing import parse_chat_id
 from openbloo.chats.page_marks import PageMarks
 from openbloo.chats.reads import list_messages
+from openbloo.config import database_urls
 from openbloo.db import models as m
-from openbloo.db.engine import make_async_engine
+from openbloo.db.engine import make_async_engine, make_sync_engine
+from openbloo.db.migrate import upgrade
 from openbloo.db.writer import run_unit
+from openbloo.ids import now_ms
 from openbloo.messages.inbound import record_inbound
 from openbloo.transports.base import InboundMessage
 from tests.conftest import Server, Tenant, unique_number
-from tests.helpers import inbound, send
+from tests.helpers import inbound, org_context, planned_send, send
 
 SPACING = 4
 
@@ -108,3 +114,71 @@ def test_a_message_older_than_the_chats_newest_is_counted_and_drops_its_marks(se
     assert _chat_row(server, h, tenant.organization_id).time_order_breaks == after.time_order_breaks
     _every_page_matches(server, tenant, h, marks, 22)
     assert marks.known(first.id) >= kept
+
+
+ops = st.lists(
+    st.one_of(
+        # An inbound message with the device's time: newer than everything so far (None), or a time among the
+        # sends (0 before the first, 1 the last's): stored out of the list's order, before marks found.
+        st.tuples(st.just("in"), st.one_of(st.none(), st.floats(min_value=0, max_value=1))),
+        # A page of the whole list or of one direction's, anywhere in it.
+        st.tuples(
+            st.just("read"),
+            st.sampled_from(["asc", "desc"]),
+            st.sampled_from([None, "inbound", "outbound"]),
+            st.integers(min_value=1, max_value=5),
+            st.one_of(st.floats(min_value=0, max_value=1), st.floats(min_value=0.1, max_value=0.45)),
+        ),
+    ),
+    min_size=5,
+    max_size=30,
+)
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=ops, sends=st.integers(min_value=8, max_value=20))
+def test_pages_from_marks_match_the_walk_whatever_order_messages_arrive_in(
+    empty_database: str, steps: list[tuple[Any, ...]], sends: int
+) -> None:
+    """Property: sends, inbound messages stamped before or after the chat's newest, and reads in any order;
+    every page read with marks (three messages apart, kept across the reads) is the plain walk's page."""
+    urls = database_urls(empty_database)
+    upgrade(urls)
+    engine = make_sync_engine(urls)
+    number, chat = unique_number(), unique_number()  # the database outlives an example: each has its own
+    try:
+        ctx = org_context(engine, f"marks{number}", number)
+        start = now_ms()
+        for i in range(sends):
+            run_unit(engine, planned_send(ctx, chat, f"s{i}"))
+            time.sleep(0.002)  # distinct times: an older message then lands between sends, not after their tie
+        clock = sent = now_ms()
+        marks = PageMarks(spacing=3)
+
+        async def read(sort: str, direction: str | None, limit: int, at: float) -> None:
+            aengine = make_async_engine(urls)
+            try:
+                async with aengine.connect() as conn:
+                    kw = {"direction": direction, "sort": sort, "since": None, "until": None}
+                    address = parse_chat_id(chat, "US")
+                    _, whole, total = await list_messages(conn, ctx.organization_id, address, limit=500, offset=0, **kw)
+                    offset = int(at * total)
+                    _, got, _ = await list_messages(
+                        conn, ctx.organization_id, address, limit=limit, offset=offset, marks=marks, **kw
+                    )
+                    ids = [m["message_id"] for m in whole]
+                    assert [m["message_id"] for m in got] == ids[offset : offset + limit]
+            finally:
+                await aengine.dispose()
+
+        asyncio.run(read("asc", None, 2, 0.4))  # marks of the older half, before anything moves
+        for step in steps:
+            if step[0] == "in":
+                clock += 10
+                at = clock if step[1] is None else start - 1 + int(step[1] * (sent - start + 1))
+                message = InboundMessage(to=number, sender=chat, received_at=at, text="in")
+                run_unit(engine, record_inbound(message))
+            else:
+                asyncio.run(read(*step[1:]))
+    finally:
+        engine.dispose()
