@@ -353,7 +353,7 @@ def test_a_history_copied_to_postgresql_reads_as_it_does_on_sqlite(tmp_path: Pat
 
 def test_scale_rows_get_a_table_per_store_each_against_its_own_smallest_history() -> None:
     def row(store: str, n: int, ms: float) -> dict[str, Any]:
-        timing = {"median_ms": ms, "p95_ms": ms, "max_ms": ms, "n": 60}
+        timing = {"median_ms": ms, "p95_ms": ms, "max_ms": ms, "n": 60, "first_ms": ms * 5}
         reads = ("get_chats", "get_messages_first", "get_messages_deep", "get_messages_middle", "send")
         return {"store": store, "messages": n, "chats": 10, "deep_offset": 50, "middle_offset": 25, "rss_mb": 1.0} | {
             k: timing for k in reads
@@ -370,6 +370,8 @@ def test_scale_rows_get_a_table_per_store_each_against_its_own_smallest_history(
     pg_part = text.split("## Scale (PostgreSQL")[1]
     assert "1.50×" in sqlite_part and "1.10×" not in sqlite_part
     assert "1.10×" in pg_part and "1.50×" not in pg_part
+    # The middle page's cell (and only it) gives its first request, the one that finds the chat's page marks.
+    assert sqlite_part.count("; first ") == 2 and "1.50×; first 15.00) @ offset 25" in sqlite_part
 
 
 def test_a_base_tree_is_labelled_by_where_its_serve_runs_the_workers(tmp_path: Path) -> None:
