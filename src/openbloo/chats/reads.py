@@ -160,31 +160,27 @@ async def list_messages(
     external = chats[0].chat_key
     if offset >= total and counted:
         return external, [], total
-    # OFFSET walks the index from its start: a page past the middle is read from the other end instead, with
-    # the order reversed (the total says where that page starts), and put back in order. The deepest page
-    # then costs what the first does; the slowest is the middle one, unless marks shorten its walk (below).
     ascending = sort == "asc"
-    if counted and offset + limit > total - offset:
-        ascending = not ascending
-        offset, limit = max(0, total - offset - limit), min(limit, total - offset)
-    after, chat = None, chats[0]
-    # Marks are of one chat's list (or its messages of one direction); a chat row without its newest time
-    # predates the count of breaks they rely on.
-    markable = counted and len(chats) == 1 and chat.newest_message_time is not None
-    if marks is not None and markable and offset >= marks.spacing:
-        # The page's first message, counted from the oldest. Marks missing up to it are found when that walk is
-        # no longer than the page's own (the older half of the list); a page nearer the newest end uses those
-        # already known.
-        first = offset if ascending else max(0, total - offset - limit)
-        breaks = int(chat.time_order_breaks)
-        found = await marks.mark_before(conn, chat.id, direction, breaks, first, budget=offset)
-        if found is not None and first - found[0] < offset:
-            mark_position, (mark_time, mark_seq) = found
-            after = after_key(mark_time, mark_seq)
-            limit = min(limit, total - first) if ascending else total - offset - first
-            ascending, offset = True, first - mark_position
-    if after is not None:
-        cond.append(after)
+    if counted:
+        # The page as positions [lo, hi) of the list oldest first (the total says where it ends). OFFSET walks
+        # the index from where the read starts, so the page is read from the nearer end (the order reversed,
+        # and put back below): the deepest page then costs what the first does, and the middle one walks the
+        # most, unless a mark shortens its walk.
+        lo, hi = (offset, min(total, offset + limit)) if ascending else (max(0, total - offset - limit), total - offset)
+        limit = hi - lo
+        ascending, offset = (True, lo) if lo <= total - hi else (False, total - hi)
+        chat = chats[0]
+        # Marks are of one chat's list (or its messages of one direction); a chat row without its newest time
+        # predates the count of breaks they rely on.
+        if marks is not None and len(chats) == 1 and chat.newest_message_time is not None and offset >= marks.spacing:
+            # Marks missing up to the page are found when that walk is no longer than the page's own (the older
+            # half of the list); a page nearer the newest end uses those already known.
+            breaks = int(chat.time_order_breaks)
+            found = await marks.mark_before(conn, chat.id, direction, breaks, lo, budget=offset)
+            if found is not None and lo - found[0] < offset:
+                mark_position, (mark_time, mark_seq) = found
+                cond.append(after_key(mark_time, mark_seq))
+                ascending, offset = True, lo - mark_position
     up, down = (_msg.c.time_sent.asc(), _msg.c.seq.asc()), (_msg.c.time_sent.desc(), _msg.c.seq.desc())
     order = up if ascending else down
     # Deferred join: the page's keys come from the (chat_id, time_sent, seq) index alone, and only the page's
