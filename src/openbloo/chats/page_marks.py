@@ -85,12 +85,10 @@ class _ChatMarks:
 
     __slots__ = ("breaks", "seqs", "times")
 
-    def __init__(self, breaks: int, keys: Iterable[tuple[int, int]] = ()) -> None:
+    def __init__(self, breaks: int, times: array[int] | None = None, seqs: array[int] | None = None) -> None:
         self.breaks = breaks  # the chat's time_order_breaks the marks were found under
-        self.times, self.seqs = array("q"), array("q")
-        for t, seq in keys:
-            self.times.append(t)
-            self.seqs.append(seq)
+        self.times = array("q") if times is None else times
+        self.seqs = array("q") if seqs is None else seqs
 
     def __len__(self) -> int:
         return len(self.times)
@@ -98,8 +96,13 @@ class _ChatMarks:
     def key(self, i: int) -> tuple[int, int]:
         return self.times[i], self.seqs[i]
 
-    def keys(self, count: int) -> list[tuple[int, int]]:
-        return [self.key(i) for i in range(count)]
+    def extended(self, keys: Iterable[tuple[int, int]]) -> _ChatMarks:
+        """These marks and ``keys`` after them, as a new object: another request may be reading this one."""
+        longer = _ChatMarks(self.breaks, array("q", self.times), array("q", self.seqs))
+        for t, seq in keys:
+            longer.times.append(t)
+            longer.seqs.append(seq)
+        return longer
 
 
 class PageMarks:
@@ -146,7 +149,7 @@ class PageMarks:
             if current is not None and current.breaks == breaks and len(current) >= known + len(found):
                 marks = current
             else:
-                marks = _ChatMarks(breaks, marks.keys(known) + found)
+                marks = marks.extended(found)
         self._remember(list_key, marks)
         have = min(wanted, len(marks))
         if have == 0:
