@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -309,6 +311,43 @@ def test_the_memory_run_tells_which_process_and_which_kind_of_memory_grew() -> N
     text = rss_section(run)
     assert "| api | 90.0 | 90.1 | 0.1 | 20.0 | 20.0 | 0.0 |" in text
     assert "| worker | 70.0 | 70.0 | 0.0 | 21.0 | 21.8 | 0.8 |" in text
+
+
+def test_a_generated_history_is_what_openbloo_would_have_stored(tmp_path: Path) -> None:
+    """The scale scenario's histories: each chat's newest time and its count of breaks of the time order are
+    what its messages give, as after migration 0011 (without the newest time no page marks are kept, and the
+    middle page of the scale table was the plain walk); a cached file of an older generation is made again."""
+    import sqlite3
+
+    from bench.dataset import GENERATION, cached_sqlite
+
+    cache = tmp_path / "cache"
+    db, meta = cached_sqlite(cache, 1000)
+    assert meta["generation"] == GENERATION
+
+    def chats_against_their_messages(path: Path) -> list[tuple[Any, ...]]:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return conn.execute(
+                "SELECT c.chat_key, c.newest_message_time, c.time_order_breaks, max(m.time_sent), count(m.seq),"
+                " c.message_count FROM chats c JOIN messages m ON m.chat_id = c.id GROUP BY c.id"
+            ).fetchall()
+
+    rows = chats_against_their_messages(db)
+    assert len(rows) == meta["chats"]
+    for key, newest, breaks, latest, stored, counted in rows:
+        assert (newest, breaks, counted) == (latest, 0, stored), key
+
+    # A file of generation 1 (newest times left NULL) is not reused.
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("UPDATE chats SET newest_message_time = NULL")
+        conn.commit()
+    meta_path = db.with_suffix(".json")
+    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "generation"}))
+    db_again, meta_again = cached_sqlite(cache, 1000)
+    assert db_again == db and meta_again["generation"] == GENERATION
+    assert meta_again["api_key"] != meta["api_key"]  # generated anew
+    for key, newest, _breaks, latest, _stored, _counted in chats_against_their_messages(db):
+        assert newest == latest, key
 
 
 def test_a_history_copied_to_postgresql_reads_as_it_does_on_sqlite(tmp_path: Path, postgres_database: str) -> None:
