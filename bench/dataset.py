@@ -9,7 +9,8 @@ not generated: no read endpoint of the scenario touches it.
 
 Shape: ``max(10, N // 100)`` 1:1 chats on one sender number; one "hot" chat holds 10 % of the messages
 (its last page is the scenario's deep page), the rest are spread evenly; 1 message in 5 is inbound.
-Generated files are cached by size (``--cache``), since 1 M messages take a minute or two to write.
+Generated files are cached by size (``--cache``), since 1 M messages take tens of seconds to write; a file made
+by an older generation of this module (``GENERATION``) is made again.
 
 On PostgreSQL the same history is used: a fresh database is migrated by ``openbloo migrate`` and every row
 of the cached SQLite file is copied into it (``copy_to_postgres``), so both stores answer over one history.
