@@ -7,12 +7,12 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from openbloo.account.numbers import add_number
@@ -73,6 +73,35 @@ def sqlite_plan(db: Path | sqlite3.Connection, stmt: Any, params: dict[str, Any]
     finally:
         if conn is not db:
             conn.close()
+
+
+@contextlib.contextmanager
+def libpq_trace(engine: Engine, path: Path) -> Iterator[Callable[[], list[list[str]]]]:
+    """Trace the PostgreSQL protocol of every connection ``engine`` opens from here on (dispose its pool first,
+    so that the next connection is new). Yields a function that returns the messages the client has sent so
+    far, each split on tabs (libpq's trace: time, direction, length, message type, what follows)."""
+    files: list[Any] = []
+    traced: list[Any] = []
+
+    def on_connect(dbapi: Any, _record: Any) -> None:
+        files.append(path.open("w"))
+        dbapi.pgconn.trace(files[-1].fileno())
+        traced.append(dbapi.pgconn)
+
+    def sent() -> list[list[str]]:
+        for f in files:
+            f.flush()
+        return [line.split("\t") for line in path.read_text().splitlines() if "\tF\t" in line]
+
+    event.listen(engine, "connect", on_connect)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "connect", on_connect)
+        for pgconn in traced:  # before its file closes: libpq must not write to a closed (or reused) descriptor
+            pgconn.untrace()
+        for f in files:
+            f.close()
 
 
 def postgres_generic_plan(engine: Engine, stmt: Any, params: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from openbloo.db import models as m
 from openbloo.db.engine import make_sync_engine
 from openbloo.db.migrate import upgrade
 from openbloo.db.writer import HeldConnection, run_unit, run_units
-from tests.helpers import org_context, planned_send
+from tests.helpers import libpq_trace, org_context, planned_send
 
 
 @pytest.fixture
@@ -128,29 +128,20 @@ def test_on_postgresql_a_batch_reads_its_lookups_in_one_round_trip(postgres_data
     urls = database_urls(postgres_database)
     upgrade(urls)
     engine = make_sync_engine(urls)
-    trace = tmp_path / "libpq.trace"
-    files: list[Any] = []
     try:
         ctx = org_context(engine, "pipelined", "+15550008888")  # the database is the session's: an org of its own
         known = [f"+1555040{i:04d}" for i in range(5)]
         assert all(ok for ok, _ in run_units(engine, [planned_send(ctx, to, "first", f"k-{to}") for to in known]))
         engine.dispose()  # the next connection is traced from its start
-
-        def traced(dbapi: Any, _rec: Any) -> None:
-            files.append(trace.open("w"))
-            dbapi.pgconn.trace(files[-1].fileno())
-
-        event.listen(engine, "connect", traced)
         units = (
             [planned_send(ctx, to, "first", f"k-{to}") for to in known]  # replays
             + [planned_send(ctx, to, "second") for to in known]  # known chats and conversations
             + [planned_send(ctx, f"+1555050{i:04d}", "new", f"n-{i}") for i in range(5)]  # new chats and contacts
         )
-        outcomes = run_units(engine, units, again=False)
+        with libpq_trace(engine, tmp_path / "libpq.trace") as client_sent:
+            outcomes = run_units(engine, units, again=False)
+            sent = client_sent()
         assert [o.status for _, o in outcomes] == [200] * 5 + [202] * 10
-        for f in files:
-            f.flush()
-        sent = [line.split("\t") for line in trace.read_text().splitlines() if "\tF\t" in line]
         waits = [i for i, fields in enumerate(sent) if fields[3].startswith("Sync")]
         selects = [i for i, fields in enumerate(sent) if fields[3].startswith("Parse") and '"SELECT' in fields[4]]
         commits = [i for i, fields in enumerate(sent) if "COMMIT" in fields[-1]]
@@ -161,8 +152,6 @@ def test_on_postgresql_a_batch_reads_its_lookups_in_one_round_trip(postgres_data
         assert waits[0] < selects[0] and selects[-1] < waits[1], "every SELECT went out before the lookups' wait"
     finally:
         engine.dispose()
-        for f in files:
-            f.close()
 
 
 def test_the_writers_batch_on_postgresql_is_two_round_trips(postgres_database: str, tmp_path: Path) -> None:
@@ -171,25 +160,17 @@ def test_the_writers_batch_on_postgresql_is_two_round_trips(postgres_database: s
     urls = database_urls(postgres_database)
     upgrade(urls)
     engine = make_sync_engine(urls)
-    trace = tmp_path / "libpq.trace"
-    files: list[Any] = []
     held = HeldConnection(engine)
     try:
         ctx = org_context(engine, "two-trips", "+15550008866")
         known = [f"+1555070{i:04d}" for i in range(3)]
         assert all(ok for ok, _ in run_units(engine, [planned_send(ctx, to, "first") for to in known]))
         engine.dispose()
-
-        def traced(dbapi: Any, _rec: Any) -> None:
-            files.append(trace.open("w"))
-            dbapi.pgconn.trace(files[-1].fileno())
-
-        event.listen(engine, "connect", traced)
         units = [planned_send(ctx, to, "again") for to in known] + [planned_send(ctx, "+15550800001", "new", "k-new")]
-        assert [o.status for _, o in run_units(held, units)] == [202] * 4
-        for f in files:
-            f.flush()
-        sent = [line.split("\t") for line in trace.read_text().splitlines() if "\tF\t" in line]
+        with libpq_trace(engine, tmp_path / "libpq.trace") as client_sent:
+            assert [o.status for _, o in run_units(held, units)] == [202] * 4
+            sent = client_sent()
+            held.close()
         shown = "\n".join("\t".join(f[3:])[:90] for f in sent)
         waits = [i for i, f in enumerate(sent) if f[3].startswith(("Sync", "Query"))]
         assert len(waits) == 2, shown
@@ -204,5 +185,3 @@ def test_the_writers_batch_on_postgresql_is_two_round_trips(postgres_database: s
     finally:
         held.close()
         engine.dispose()
-        for f in files:
-            f.close()
