@@ -64,58 +64,25 @@ def _window(conv: Any) -> Any:
 
 
 _FREE = _free(_c)
-
-
-# A job's columns, as the claim hands them to the dispatcher (:func:`_jobs_of`): the message's job and content,
-# its sender number, chat, group and conversation.
-_JOB_COLUMNS = (
-    _msg.c.seq,
-    _msg.c.conversation_id,
-    _msg.c.number_id,
-    _msg.c.job_attempts,
-    _msg.c.job_next_attempt_at,
-    _msg.c.job_lease_owner,
-    _msg.c.job_updated_at,
-    _msg.c.id,
-    _msg.c.text,
-    _msg.c.attachments,
-    _msg.c.parts,
-    _msg.c.effect,
-    _msg.c.reply_to,
-    _msg.c.link_preview,
-    _msg.c.options,
-    _msg.c.time_sent,
-    _num.c.phone_number,
-    _num.c.transport,
-    _chat.c.chat_key,
-    _chat.c.type,
-    _grp.c.chat_guid,
-    _grp.c.participants_key,
-    _c.c.device_chat_guid,
-)
-_REPLY_TO = 12  # the position of messages.reply_to in _JOB_COLUMNS
-
-
-def _pending_jobs() -> Any:
-    """Pending jobs with their columns (``_JOB_COLUMNS``); the caller adds which ones."""
-    return (
-        select(*_JOB_COLUMNS)
-        .join(_num, _num.c.id == _msg.c.number_id)
-        .join(_chat, _chat.c.id == _msg.c.chat_id)
-        .join(_c, _c.c.id == _msg.c.conversation_id)
-        .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
-        .where(m.JOB_IS_PENDING)
+_LEASE = InList(
+    lambda ids: (
+        update(_c).where(_c.c.id.in_(ids)).values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
     )
+)
 
 
-def _due_conversations(window: Any) -> Any:
+def _due_conversations() -> tuple[Any, Any]:
     """The free conversations whose next job is due, ``b_limit`` of them (oldest next job first), each with its
-    first and last job in ``window`` (:func:`_window`).
+    last job in the window and the window's size (a full window may have left later jobs out).
 
-    The rule is written once, in SQL, for both stores: SQLite reads them and leases them with a second
-    statement (one process owns its queue; a statement there is a call, not a round trip), PostgreSQL finds,
-    locks and leases them inside its one claim statement (:func:`_claim_in_one_statement`).
+    The rule is written once, in SQL, for both stores. Returns the select (SQLite: one process owns the
+    queue, so it reads them and leases them with a second statement, a call and not a round trip) and the
+    PostgreSQL lease: find, lock and lease in one statement. Other workers may be claiming the same
+    conversations right now: ``FOR UPDATE SKIP LOCKED`` takes only those nobody holds, and the free test runs
+    again on the locked rows. One statement instead of three (find, lock, lease): every statement is a round
+    trip, and the claim is the step between a message's acceptance and its hand-off to the device.
     """
+    window = _window(_c.alias("held")).cte("job_window")
     first_seq = func.min(window.c.seq)
     heads = (
         select(window.c.conversation_id, first_seq.label("first_seq"), func.max(window.c.seq).label("last_seq"))
@@ -124,92 +91,70 @@ def _due_conversations(window: Any) -> Any:
         .having(first_seq == func.min(case((window.c.job_next_attempt_at <= bindparam("b_now"), window.c.seq))))
         .subquery("heads")
     )
-    return (
-        select(_c.c.id, heads.c.first_seq, heads.c.last_seq)
+    due = (
+        select(_c.c.id, heads.c.last_seq)
         .join(heads, heads.c.conversation_id == _c.c.id)
         .where(_FREE)
         .order_by(heads.c.first_seq)
         .limit(bindparam("b_limit"))
     )
-
-
-def _scanned(window: Any) -> Any:
-    """How many jobs ``window`` holds: a full window may have left later jobs out."""
-    return select(func.count()).select_from(window).scalar_subquery()
-
-
-def _claim_in_one_statement() -> Any:
-    """PostgreSQL's whole claim, one statement: find, lock and lease the due conversations, read their pending
-    jobs and start the first of each; one row per job (with whether it was started) and one per leased
-    conversation without pending jobs (job columns NULL), each with the window's size.
-
-    Other workers may be claiming the same conversations right now: ``FOR UPDATE SKIP LOCKED`` takes only those
-    nobody holds, and the free test runs again on the locked rows. Every part reads one snapshot, so each
-    conversation's first pending job is its first job in the window, the one that is started; the jobs are
-    read as they were before that start (the dispatcher asks the device first about a job that was already in
-    flight). It was four round trips (lease, jobs, start, COMMIT) where it is two (with the COMMIT), and the
-    claim is the step between a message's acceptance and its hand-off to the device: 3.6 → 2.8 ms at the
-    median at 257 sends/s with a status webhook (docs/benchmarks.md, change 69).
-    """
-    window = _window(_c.alias("held")).cte("job_window")
-    locked = _due_conversations(window).with_for_update(of=_c, skip_locked=True).subquery("locked")
-    leased = (
+    scanned = select(func.count()).select_from(window).scalar_subquery()
+    locked = due.with_for_update(of=_c, skip_locked=True).subquery("locked")
+    lease_due = (
         update(_c)
         .where(_c.c.id == locked.c.id)
         .values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
-        .returning(_c.c.id.label("conv"), locked.c.first_seq, locked.c.last_seq, _scanned(window).label("scanned"))
-        .cte("leased")
+        .returning(_c.c.id, locked.c.last_seq, scanned)
     )
-    upto = select(func.max(leased.c.last_seq)).scalar_subquery()
-    # The window holds each leased conversation's first pending jobs (one snapshot): up to its last, that is all.
-    pending = (
-        _pending_jobs().where(_msg.c.seq <= upto, _msg.c.conversation_id.in_(select(leased.c.conv))).cte("pending")
-    )
-    started = (
-        update(_msg)
-        .where(_msg.c.seq.in_(select(leased.c.first_seq)), m.JOB_IS_PENDING)
-        .values(ATTEMPT_STARTED)
-        .returning(_msg.c.seq)
-        .cte("started")
-    )
-    return (
-        select(leased.c.conv, leased.c.scanned, *pending.c, started.c.seq.is_not(None))
-        .select_from(
-            leased.outerjoin(pending, pending.c.conversation_id == leased.c.conv).outerjoin(
-                started, started.c.seq == pending.c.seq
-            )
-        )
-        .order_by(pending.c.seq)
-    )
+    return due.add_columns(scanned), lease_due
 
 
-def _due_with_window_size() -> Any:
-    """SQLite's find: the due conversations (:func:`_due_conversations`), each row with the window's size."""
-    window = _window(_c.alias("held")).cte("job_window")
-    return _due_conversations(window).add_columns(_scanned(window))
-
-
-_CLAIM_PG = _claim_in_one_statement()
-_DUE = _due_with_window_size()
-_LEASE = InList(
-    lambda ids: (
-        update(_c).where(_c.c.id.in_(ids)).values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
-    )
-)
+_DUE, _LEASE_DUE = _due_conversations()
 # The pending jobs of leased conversations up to the window's last (``b_upto``): a walk of the index of pending
 # jobs by seq from its start, as long as the window's (and the jobs of held conversations among them).
 _PENDING_JOBS = InList(
     lambda ids: (
-        _pending_jobs().where(_msg.c.seq <= bindparam("b_upto"), _msg.c.conversation_id.in_(ids)).order_by(_msg.c.seq)
+        select(
+            _msg.c.seq,
+            _msg.c.conversation_id,
+            _msg.c.number_id,
+            _msg.c.job_attempts,
+            _msg.c.job_next_attempt_at,
+            _msg.c.job_lease_owner,
+            _msg.c.job_updated_at,
+            _msg.c.id,
+            _msg.c.text,
+            _msg.c.attachments,
+            _msg.c.parts,
+            _msg.c.effect,
+            _msg.c.reply_to,
+            _msg.c.link_preview,
+            _msg.c.options,
+            _msg.c.time_sent,
+            _num.c.phone_number,
+            _num.c.transport,
+            _chat.c.chat_key,
+            _chat.c.type,
+            _grp.c.chat_guid,
+            _grp.c.participants_key,
+            _c.c.device_chat_guid,
+        )
+        .join(_num, _num.c.id == _msg.c.number_id)
+        .join(_chat, _chat.c.id == _msg.c.chat_id)
+        .join(_c, _c.c.id == _msg.c.conversation_id)
+        .outerjoin(_grp, _grp.c.id == _chat.c.group_id)
+        .where(m.JOB_IS_PENDING, _msg.c.seq <= bindparam("b_upto"), _msg.c.conversation_id.in_(ids))
+        .order_by(_msg.c.seq)
     )
 )
-# SQLite: the claim starts the first due job of each conversation itself, as mark_attempt would right after it:
+# The claim starts the first due job of each conversation itself, as mark_attempt would right after it:
 # the in-flight marker is committed before the hand-off either way, with one unit of work fewer.
 _START_HEADS = InList(
     lambda seqs: (
         update(_msg).where(_msg.c.seq.in_(seqs), m.JOB_IS_PENDING).values(ATTEMPT_STARTED).returning(_msg.c.seq)
     )
 )
+_REPLY_TO = 12  # the position of messages.reply_to in _PENDING_JOBS's rows
 _PROVIDER_IDS = InList(
     lambda ids: select(_msg.c.id, _msg.c.provider_id).where(_msg.c.id.in_(ids), _msg.c.provider_id.is_not(None))
 )
@@ -220,101 +165,87 @@ def claim(worker: str, now: int, lease_ms: int, limit: int, per_conversation: in
 
     def unit(batch: Batch) -> list[ClaimedConversation]:
         scan = limit * 4
-        params = {"b_now": now, "b_scan": scan, "b_limit": limit, "b_worker": worker, "b_until": now + lease_ms}
+        lease = {"b_now": now, "b_scan": scan, "b_limit": limit, "b_worker": worker, "b_until": now + lease_ms}
         if batch.is_postgres:
-            rows = batch.all(_CLAIM_PG, params)
-            if not rows:
-                return []
-            conv_ids = list(dict.fromkeys(r[0] for r in rows))
-            window_full = rows[0][1] >= scan
-            job_rows = [r[2:-1] for r in rows if r[2] is not None]
-            started = {r[2] for r in rows if r[-1]}
+            leased = batch.all(_LEASE_DUE, lease)
         else:  # one process owns a SQLite file's queue, and its statements are calls, not round trips
-            leased = batch.all(_DUE, params)
-            if not leased:
-                return []
-            conv_ids = [conv_id for conv_id, _, _, _ in leased]
-            batch.execute(*_LEASE(conv_ids, params))
-            window_full = leased[0][3] >= scan
-            job_rows = batch.all(*_PENDING_JOBS(conv_ids, {"b_upto": max(last for _, _, last, _ in leased)}))
+            leased = batch.all(_DUE, lease)
+            if leased:
+                batch.execute(*_LEASE([conv_id for conv_id, _, _ in leased], lease))
+        if not leased:
+            return []
+        last = {conv_id: last_seq for conv_id, last_seq, _ in leased}
+        window_full = leased[0][2] >= scan
+        conv_ids = list(last)
+        rows = batch.all(*_PENDING_JOBS(conv_ids, {"b_upto": max(last.values())}))
+        parents = _reply_guids(batch, [r[_REPLY_TO] for r in rows])
+        grouped: dict[str, list[Job]] = {cid: [] for cid in conv_ids}
         # A full window may have left a conversation's later jobs out: it is claimed again once these are sent.
         truncated: set[str] = set(conv_ids) if window_full else set()
-        grouped = _jobs_of(batch, conv_ids, job_rows, per_conversation, truncated)
-        if not batch.is_postgres:
-            heads = [jobs[0].seq for jobs in grouped.values() if jobs and jobs[0].next_attempt_at <= now]
-            started = set()
-            if heads:
-                started = {r[0] for r in batch.all(*_START_HEADS(heads, {"b_worker": worker, "b_now": now}))}
+        for (
+            seq,
+            conv_id,
+            number_id,
+            attempts,
+            next_attempt_at,
+            lease_owner,
+            updated_at,
+            message_id,
+            text,
+            attachments,
+            parts,
+            effect,
+            reply_to,
+            link_preview,
+            options,
+            time_sent,
+            phone_number,
+            transport,
+            chat_key,
+            chat_type,
+            group_chat_guid,
+            participants_key,
+            device_chat_guid,
+        ) in rows:
+            jobs = grouped[conv_id]
+            if len(jobs) >= per_conversation:
+                truncated.add(conv_id)
+                continue
+            outgoing = Outgoing(
+                message_id=message_id,
+                attempt=attempts + 1,
+                sender=phone_number,
+                chat_key=chat_key,
+                recipients=recipients(chat_type, chat_key, participants_key),
+                is_group=chat_type == "group",
+                chat_guid=group_chat_guid or device_chat_guid,
+                text=text,
+                attachments=tuple(attachments or ()),
+                parts=tuple(parts or ()),
+                effect=effect,
+                reply_to=_resolved_reply(reply_to, parents),
+                link_preview=link_preview,
+                options=options or {},
+                time_accepted=time_sent,
+                in_flight_since=updated_at if lease_owner is not None else None,
+            )
+            jobs.append(
+                Job(seq, conv_id, number_id, transport, attempts, next_attempt_at, lease_owner is not None, outgoing)
+            )
+        heads = [jobs[0].seq for jobs in grouped.values() if jobs and jobs[0].next_attempt_at <= now]
+        started: set[int] = set()
+        if heads:
+            started = {r[0] for r in batch.all(*_START_HEADS(heads, {"b_worker": worker, "b_now": now}))}
         claimed = []
         for cid, jobs in grouped.items():
-            if jobs and jobs[0].seq not in started and jobs[0].next_attempt_at <= now:
-                jobs = jobs[1:]  # cancelled since it was read (another process's cancel committed meanwhile)
+            if jobs and jobs[0].seq in heads and jobs[0].seq not in started:
+                jobs = jobs[1:]  # cancelled since it was read (PostgreSQL: another process's cancel committed)
             claimed.append(
                 ClaimedConversation(cid, tuple(jobs), bool(jobs) and jobs[0].seq in started, cid in truncated)
             )
         return claimed
 
     return unit
-
-
-def _jobs_of(
-    batch: Batch, conv_ids: list[str], rows: list[Any], per_conversation: int, truncated: set[str]
-) -> dict[str, list[Job]]:
-    """The claimed conversations' jobs, in acceptance order, from rows of ``_JOB_COLUMNS``; a conversation with
-    more than ``per_conversation`` is cut there and marked ``truncated``."""
-    parents = _reply_guids(batch, [r[_REPLY_TO] for r in rows])
-    grouped: dict[str, list[Job]] = {cid: [] for cid in conv_ids}
-    for (
-        seq,
-        conv_id,
-        number_id,
-        attempts,
-        next_attempt_at,
-        lease_owner,
-        updated_at,
-        message_id,
-        text,
-        attachments,
-        parts,
-        effect,
-        reply_to,
-        link_preview,
-        options,
-        time_sent,
-        phone_number,
-        transport,
-        chat_key,
-        chat_type,
-        group_chat_guid,
-        participants_key,
-        device_chat_guid,
-    ) in rows:
-        jobs = grouped[conv_id]
-        if len(jobs) >= per_conversation:
-            truncated.add(conv_id)
-            continue
-        outgoing = Outgoing(
-            message_id=message_id,
-            attempt=attempts + 1,
-            sender=phone_number,
-            chat_key=chat_key,
-            recipients=recipients(chat_type, chat_key, participants_key),
-            is_group=chat_type == "group",
-            chat_guid=group_chat_guid or device_chat_guid,
-            text=text,
-            attachments=tuple(attachments or ()),
-            parts=tuple(parts or ()),
-            effect=effect,
-            reply_to=_resolved_reply(reply_to, parents),
-            link_preview=link_preview,
-            options=options or {},
-            time_accepted=time_sent,
-            in_flight_since=updated_at if lease_owner is not None else None,
-        )
-        jobs.append(
-            Job(seq, conv_id, number_id, transport, attempts, next_attempt_at, lease_owner is not None, outgoing)
-        )
-    return grouped
 
 
 def _reply_guids(batch: Batch, replies: list[dict[str, Any] | None]) -> dict[str, str]:
