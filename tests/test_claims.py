@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select, update
 
 from openbloo.config import database_urls
 from openbloo.db import models as m
+from openbloo.db.batch import Batch
 from openbloo.db.engine import make_sync_engine
 from openbloo.db.migrate import upgrade
 from openbloo.db.writer import run_units
@@ -121,3 +122,28 @@ def test_a_job_left_in_flight_is_handed_over_as_it_was_and_started_again(engine:
             )
         ).one()
     assert tuple(row) == (WORKER, 2, 123)  # started again; the first attempt's time is kept
+
+
+def test_a_claim_in_progress_does_not_hold_up_a_send_to_its_conversation(postgres_database: str) -> None:
+    """A message's row refers to its conversation, so storing one takes a key-share lock on that row. The claim
+    locks the conversations it leases for no key update: a send to a conversation being claimed is stored at
+    once, not after the claim's COMMIT (a FOR UPDATE lock made it wait for it)."""
+    with own_postgres_database(postgres_database, "openbloo_claim_locks") as url:
+        urls = database_urls(url)
+        upgrade(urls)
+        engine = make_sync_engine(urls)
+        # The other API process gives up on a lock after a second instead of waiting for the claim.
+        impatient = make_sync_engine(database_urls(f"{url}?options=-c%20lock_timeout%3D1000"))
+        try:
+            ctx = org_context(engine, "claims", "+15550008888")
+            [(ok, accepted)] = run_units(engine, [planned_send(ctx, "+15550660001", "first")])
+            assert ok, accepted
+            first = json.loads(accepted.body)["message_id"]
+            with engine.connect() as claiming, claiming.begin():  # the claim, not committed yet
+                [conv] = claim(WORKER, NOW, 60_000, 256)(Batch(claiming))
+                assert _ids(conv) == [first]
+                [(ok, outcome)] = run_units(impatient, [planned_send(ctx, "+15550660001", "second")], again=False)
+                assert ok and outcome.status == 202, outcome
+        finally:
+            impatient.dispose()
+            engine.dispose()

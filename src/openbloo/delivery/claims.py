@@ -2,8 +2,8 @@
 its message's row, ``messages.job_*``).
 
 A claim leases whole conversations (one chat on one sender number), so their jobs go out in acceptance
-order (:mod:`openbloo.delivery.jobs`). On PostgreSQL it locks them with ``FOR UPDATE SKIP LOCKED``, so any
-number of workers can share the queue; on SQLite one process owns it. It also starts the first due job of
+order (:mod:`openbloo.delivery.jobs`). On PostgreSQL it locks them with ``FOR NO KEY UPDATE SKIP LOCKED``,
+so any number of workers can share the queue; on SQLite one process owns it. It also starts the first due job of
 each conversation, so the dispatcher hands that job to its device without a unit of work of its own first.
 """
 
@@ -78,9 +78,9 @@ def _due_conversations() -> tuple[Any, Any]:
     The rule is written once, in SQL, for both stores. Returns the select (SQLite: one process owns the
     queue, so it reads them and leases them with a second statement, a call and not a round trip) and the
     PostgreSQL lease: find, lock and lease in one statement. Other workers may be claiming the same
-    conversations right now: ``FOR UPDATE SKIP LOCKED`` takes only those nobody holds, and the free test runs
-    again on the locked rows. One statement instead of three (find, lock, lease): every statement is a round
-    trip, and the claim is the step between a message's acceptance and its hand-off to the device.
+    conversations right now: ``FOR NO KEY UPDATE SKIP LOCKED`` takes only those nobody holds, and the free
+    test runs again on the locked rows. One statement instead of three (find, lock, lease): every statement is
+    a round trip, and the claim is the step between a message's acceptance and its hand-off to the device.
     """
     window = _window(_c.alias("held")).cte("job_window")
     first_seq = func.min(window.c.seq)
@@ -99,7 +99,11 @@ def _due_conversations() -> tuple[Any, Any]:
         .limit(bindparam("b_limit"))
     )
     scanned = select(func.count()).select_from(window).scalar_subquery()
-    locked = due.with_for_update(of=_c, skip_locked=True).subquery("locked")
+    # FOR NO KEY UPDATE, not FOR UPDATE: a message's row refers to its conversation, and storing one takes a
+    # key-share lock on it, which FOR UPDATE blocks: a send to a conversation being claimed waited for the
+    # claim's COMMIT. The lease changes no key, and the lock still keeps other claims off (docs/benchmarks.md,
+    # change 69).
+    locked = due.with_for_update(of=_c, skip_locked=True, key_share=True).subquery("locked")
     lease_due = (
         update(_c)
         .where(_c.c.id == locked.c.id)
