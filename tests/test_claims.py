@@ -17,11 +17,11 @@ from openbloo.db import models as m
 from openbloo.db.batch import Batch
 from openbloo.db.engine import make_sync_engine
 from openbloo.db.migrate import upgrade
-from openbloo.db.writer import run_units
+from openbloo.db.writer import HeldConnection, run_units
 from openbloo.delivery import jobs
 from openbloo.delivery.claims import ClaimedConversation, claim
 from tests.conftest import own_postgres_database
-from tests.helpers import org_context, planned_send
+from tests.helpers import libpq_trace, org_context, planned_send
 
 WORKER = "test-claims"
 NOW = 10**13  # every job accepted by the test is due
@@ -146,4 +146,34 @@ def test_a_claim_in_progress_does_not_hold_up_a_send_to_its_conversation(postgre
                 assert ok and outcome.status == 202, outcome
         finally:
             impatient.dispose()
+            engine.dispose()
+
+
+def test_a_claim_on_postgresql_waits_for_the_server_twice(postgres_database: str, tmp_path: Path) -> None:
+    """Through the writer's held connection a PostgreSQL claim is one statement (find, lock and lease the due
+    conversations, start the first job of each, read their jobs) sent with the transaction's BEGIN, then the
+    COMMIT: it was four round trips (lease, jobs, start, COMMIT), on the path from acceptance to the device."""
+    with own_postgres_database(postgres_database, "openbloo_claim_trips") as url:
+        urls = database_urls(url)
+        upgrade(urls)
+        engine = make_sync_engine(urls)
+        held = HeldConnection(engine)
+        try:
+            ids = _accept(engine, [("+15550650001", "one"), ("+15550650002", "two"), ("+15550650001", "three")])
+            engine.dispose()  # the next connection is traced from its start
+            with libpq_trace(engine, tmp_path / "libpq.trace") as client_sent:
+                [(ok, claimed)] = run_units(held, [claim(WORKER, NOW, 60_000, 256)])
+                sent = client_sent()
+                held.close()
+            assert ok, claimed
+            assert sorted(_ids(c) for c in claimed) == sorted([[ids[0], ids[2]], [ids[1]]])
+            assert all(c.head_started for c in claimed)
+            shown = "\n".join("\t".join(f[3:])[:90] for f in sent)
+            waits = [f for f in sent if f[3].startswith(("Sync", "Query"))]
+            assert len(waits) == 2, shown
+            statements = [f[4] for f in sent if f[3].startswith("Parse")]
+            assert len(statements) == 2 and '"WITH job_window' in statements[1], shown  # BEGIN and the claim
+            assert waits[-1][3:] == ["Query", ' "COMMIT"'], shown
+        finally:
+            held.close()
             engine.dispose()
