@@ -153,8 +153,8 @@ def _seqs(aggregate: Any) -> Any:
 
 def _claim_in_one_statement() -> Any:
     """PostgreSQL's whole claim, one statement: find, lock and lease the due conversations, start the first job
-    of each and read all their jobs; one row per job, with the window's size first and whether it was started
-    last.
+    of each and read all their jobs; one row per job (``_JOB_COLUMNS``), then the window's size and whether
+    this claim started it.
 
     Other workers may be claiming the same conversations right now: ``FOR NO KEY UPDATE SKIP LOCKED`` takes
     only those nobody holds, and the free test runs again on the locked rows. ``FOR NO KEY UPDATE``, not
@@ -213,8 +213,8 @@ _LEASE = InList(
         update(_c).where(_c.c.id.in_(ids)).values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
     )
 )
-# The pending jobs of leased conversations up to the window's last (``b_upto``): a walk of the index of pending
-# jobs by seq from its start, as long as the window's (and the jobs of held conversations among them).
+# SQLite: the pending jobs of leased conversations up to the window's last (``b_upto``): a walk of the index of
+# pending jobs by seq from its start, as long as the window's (and the jobs of held conversations among them).
 _PENDING_JOBS = InList(
     lambda ids: (
         _pending_jobs().where(_msg.c.seq <= bindparam("b_upto"), _msg.c.conversation_id.in_(ids)).order_by(_msg.c.seq)
