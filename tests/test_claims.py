@@ -5,6 +5,7 @@ to be claimed again, and the next claim finds the jobs it left out."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,22 +28,28 @@ WORKER = "test-claims"
 NOW = 10**13  # every job accepted by the test is due
 
 
+@contextlib.contextmanager
+def _migrated(url: str) -> Iterator[Engine]:
+    """An engine on the database at ``url``, brought to the current schema; disposed afterwards."""
+    urls = database_urls(url)
+    upgrade(urls)
+    eng = make_sync_engine(urls)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """A migrated database of this test's alone (a claim leases every due conversation it finds)."""
     if request.param == "sqlite":
-        urls = database_urls(f"sqlite:///{tmp_path / 'claims.db'}")
-        upgrade(urls)
-        eng = make_sync_engine(urls)
-        yield eng
-        eng.dispose()
+        with _migrated(f"sqlite:///{tmp_path / 'claims.db'}") as eng:
+            yield eng
         return
-    with own_postgres_database(request.getfixturevalue("postgres_database"), "openbloo_claims") as url:
-        urls = database_urls(url)
-        upgrade(urls)
-        eng = make_sync_engine(urls)
+    server = request.getfixturevalue("postgres_database")
+    with own_postgres_database(server, "openbloo_claims") as url, _migrated(url) as eng:
         yield eng
-        eng.dispose()
 
 
 def _accept(engine: Engine, sends: list[tuple[str, str]]) -> list[str]:
@@ -128,10 +135,7 @@ def test_a_claim_in_progress_does_not_hold_up_a_send_to_its_conversation(postgre
     """A message's row refers to its conversation, so storing one takes a key-share lock on that row. The claim
     locks the conversations it leases for no key update: a send to a conversation being claimed is stored at
     once, not after the claim's COMMIT (a FOR UPDATE lock made it wait for it)."""
-    with own_postgres_database(postgres_database, "openbloo_claim_locks") as url:
-        urls = database_urls(url)
-        upgrade(urls)
-        engine = make_sync_engine(urls)
+    with own_postgres_database(postgres_database, "openbloo_claim_locks") as url, _migrated(url) as engine:
         # The other API process gives up on a lock after a second instead of waiting for the claim.
         impatient = make_sync_engine(database_urls(f"{url}?options=-c%20lock_timeout%3D1000"))
         try:
@@ -146,17 +150,13 @@ def test_a_claim_in_progress_does_not_hold_up_a_send_to_its_conversation(postgre
                 assert ok and outcome.status == 202, outcome
         finally:
             impatient.dispose()
-            engine.dispose()
 
 
 def test_a_claim_on_postgresql_waits_for_the_server_twice(postgres_database: str, tmp_path: Path) -> None:
     """Through the writer's held connection a PostgreSQL claim is one statement (find, lock and lease the due
     conversations, start the first job of each, read their jobs) sent with the transaction's BEGIN, then the
     COMMIT: it was four round trips (lease, jobs, start, COMMIT), on the path from acceptance to the device."""
-    with own_postgres_database(postgres_database, "openbloo_claim_trips") as url:
-        urls = database_urls(url)
-        upgrade(urls)
-        engine = make_sync_engine(urls)
+    with own_postgres_database(postgres_database, "openbloo_claim_trips") as url, _migrated(url) as engine:
         held = HeldConnection(engine)
         try:
             ids = _accept(engine, [("+15550650001", "one"), ("+15550650002", "two"), ("+15550650001", "three")])
@@ -176,4 +176,3 @@ def test_a_claim_on_postgresql_waits_for_the_server_twice(postgres_database: str
             assert waits[-1][3:] == ["Query", ' "COMMIT"'], shown
         finally:
             held.close()
-            engine.dispose()
