@@ -208,6 +208,7 @@ def _due_with_window_size() -> Any:
 
 _CLAIM_PG = _claim_in_one_statement()
 _DUE = _due_with_window_size()
+# SQLite: the due conversations found are leased with a statement of their own (PostgreSQL's claim leases them).
 _LEASE = InList(
     lambda ids: (
         update(_c).where(_c.c.id.in_(ids)).values(lease_owner=bindparam("b_worker"), lease_until=bindparam("b_until"))
