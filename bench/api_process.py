@@ -47,8 +47,15 @@ def main() -> None:
     sock.listen(2048)
     runtime = Runtime.create(settings, migrate=False)
     runtime.run_workers = args.workers
+    application = create_app(runtime)
+    try:
+        from openbloo.heap import settle_heap
+    except ImportError:  # an older source tree (--baseline-src): the collector's defaults
+        pass
+    else:
+        settle_heap()
     config = uvicorn.Config(
-        create_app(runtime),
+        application,
         log_level=settings.log_level,
         lifespan="on",
         timeout_graceful_shutdown=5,

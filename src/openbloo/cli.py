@@ -121,6 +121,7 @@ def serve(
 
     from openbloo.app import create_app
     from openbloo.db.engine import sqlite_file
+    from openbloo.heap import settle_heap
     from openbloo.http_lane import uvicorn_options
     from openbloo.runtime import Runtime
     from openbloo.workers import WorkerProcess
@@ -134,8 +135,10 @@ def serve(
     elif shared and not single_process:
         runtime.run_workers = False
         worker_process = WorkerProcess(settings.database_url, host=host, port=port)  # the application runs it
+    application = create_app(runtime, worker_process)
+    settle_heap()
     uvicorn.run(
-        create_app(runtime, worker_process),
+        application,
         host=host,
         port=port,
         log_level=settings.log_level,
@@ -151,6 +154,7 @@ def worker(database_url: str | None = DbOption) -> None:
     import asyncio
     import logging
 
+    from openbloo.heap import settle_heap
     from openbloo.runtime import Runtime
     from openbloo.workers import SERVE_PID_ENV, bind_to_parent, run_worker_process
 
@@ -161,7 +165,9 @@ def worker(database_url: str | None = DbOption) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     typer.echo(f"openbloo worker on {_redact(settings.database_url)}" + (" (started by serve)" if serve_pid else ""))
     sys.stdout.flush()
-    asyncio.run(run_worker_process(Runtime.create(settings), serve_pid))
+    runtime = Runtime.create(settings)
+    settle_heap()
+    asyncio.run(run_worker_process(runtime, serve_pid))
     typer.echo("openbloo worker stopped")
 
 
