@@ -83,6 +83,7 @@ _ORG_NEW_CHATS = Prepared(
     .where(m.organizations.c.id == bindparam("b_org"))
     .values(chat_count=m.organizations.c.chat_count + bindparam("b_n")),
     ("b_org", "b_n"),
+    row_key="b_org",
 )
 _NEW_CONVERSATION = Prepared(
     insert(m.conversations).values(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, Table, event, insert
@@ -87,6 +88,7 @@ class Batch:
         # (order, statement, parameter sets): dicts for an Executable, tuples for a Prepared statement.
         self._pending: dict[Any, tuple[int, Any, list[Any]]] = {}
         self._last_per: dict[Any, str | int] = {}
+        self._row_keys: dict[Any, str] = {}  # execute_later's ``row_key`` per statement
         self._after_commit: list[Callable[[], None]] = []
         self._signals: set[str] = set()
         self._savepoint: Any = None
@@ -202,7 +204,14 @@ class Batch:
         self.execute_later(table, _insert_of(table), row, order)
 
     def execute_later(
-        self, key: Any, stmt: Executable, params: dict[str, Any], order: int = 100, *, last_per: str | None = None
+        self,
+        key: Any,
+        stmt: Executable,
+        params: dict[str, Any],
+        order: int = 100,
+        *,
+        last_per: str | None = None,
+        row_key: str | None = None,
     ) -> None:
         """Queue ``stmt`` with ``params``; every queued parameter set of ``key`` runs as one executemany.
 
@@ -210,12 +219,20 @@ class Batch:
         column it sets, from the unit's latest view of the row): of several sets for one row, only the
         last is executed. A message that goes queued → sent → delivered → read in one batch is then one
         UPDATE, not three.
+
+        ``row_key``, for an UPDATE, names the parameter that identifies the row a set writes. On PostgreSQL
+        the sets then run in that value's order (sets of one row in the order they came): every process's
+        batch locks the rows it updates in one global order. In arrival order, two API processes' batches
+        that updated the same two chats in opposite orders deadlocked, and the server broke the cycle only
+        after its ``deadlock_timeout`` (a second in which both batches, and their requests, waited).
         """
         entry = self._pending.get(key)
         if entry is None:
             self._pending[key] = (order, stmt, [params])
             if last_per is not None:
                 self._last_per[key] = last_per
+            if row_key is not None:
+                self._row_keys[key] = row_key
         else:
             entry[2].append(params)
 
@@ -224,7 +241,8 @@ class Batch:
     ) -> None:
         """Queue one row (or one parameter set) of ``prepared``, its values in ``prepared.names`` order; all of
         them run as one executemany at flush, like :meth:`execute_later`'s. ``last_per``: the index of the
-        value that identifies the row a set writes in full (see :meth:`execute_later`)."""
+        value that identifies the row a set writes in full (see :meth:`execute_later`); ``prepared.row_key``
+        orders the sets as :meth:`execute_later`'s ``row_key`` does."""
         entry = self._pending.get(prepared)
         if entry is None:
             self._pending[prepared] = (order, prepared, [values])
@@ -328,6 +346,8 @@ class Batch:
             if isinstance(stmt, Prepared):
                 if stmt.combine is not None and len(params) > 1:
                     params = stmt.combine(params)
+                if stmt.row_key is not None and len(params) > 1 and self.is_postgres:
+                    params = sorted(params, key=itemgetter(stmt.row_key))  # stable: one row's sets keep their order
                 if len(params) > 1 and self.is_postgres:
                     many = compile_rows_statement(stmt.stmt, self.conn.dialect, stmt.names, columns=stmt.columns)
                     if self._run_as_one(many, params):
@@ -351,6 +371,9 @@ class Batch:
                     self._execute_many(stmt, params[start:end], tuple(keys))
                     start = end
             else:
+                row_key = self._row_keys.get(key)
+                if row_key is not None and len(params) > 1 and self.is_postgres:
+                    params = sorted(params, key=itemgetter(row_key))  # as for a Prepared statement above
                 self._execute_many(stmt, params, None)
         self._pending.clear()
 

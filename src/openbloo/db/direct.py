@@ -195,10 +195,12 @@ class Prepared:
     ``Prepared.insert(table, columns)`` inserts ``columns`` (the values in that order); ``Prepared(stmt,
     names)`` runs any other statement with its bind parameters ``names`` in that order. ``combine``, for a
     statement whose parameter sets add up (counters incremented by each), turns a batch's sets into fewer
-    that write the same: it runs at flush, over the sets of the units that succeeded.
+    that write the same: it runs at flush, over the sets of the units that succeeded. ``row_key``, for an
+    UPDATE, names the parameter that identifies the row a set writes: on PostgreSQL a batch runs its sets in
+    that value's order (:meth:`openbloo.db.batch.Batch.add`).
     """
 
-    __slots__ = ("columns", "combine", "names", "stmt")
+    __slots__ = ("columns", "combine", "names", "row_key", "stmt")
 
     def __init__(
         self,
@@ -207,11 +209,13 @@ class Prepared:
         *,
         columns: bool = False,
         combine: Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]] | None = None,
+        row_key: str | None = None,
     ) -> None:
         self.stmt = stmt
         self.names = tuple(names)
         self.columns = columns  # ``names`` are the columns of a plain INSERT (made by :meth:`insert`)
         self.combine = combine
+        self.row_key = self.names.index(row_key) if row_key is not None else None
 
     @classmethod
     def insert(cls, table: Any, columns: Sequence[str]) -> Prepared:

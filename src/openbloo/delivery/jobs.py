@@ -61,8 +61,8 @@ _RELEASE = (
     .values(lease_owner=None, lease_until=None)
 )
 
-_JOB_DONE_ROWS = Prepared(_JOB_DONE, ("b_seq", "b_now"))
-_RELEASE_ROWS = Prepared(_RELEASE, ("b_conv", "b_worker"))
+_JOB_DONE_ROWS = Prepared(_JOB_DONE, ("b_seq", "b_now"), row_key="b_seq")
+_RELEASE_ROWS = Prepared(_RELEASE, ("b_conv", "b_worker"), row_key="b_conv")
 
 
 @dataclass(slots=True)
@@ -139,7 +139,10 @@ def record_sent(job: Job, receipt: Receipt, now: int) -> UnitWithLookups[None]:
         if receipt.chat_guid and not job.outgoing.is_group and receipt.chat_guid != job.outgoing.chat_guid:
             # The device told which of its chats this 1:1 conversation is: later sends go straight there.
             batch.execute_later(
-                "conv_device_chat", _CONV_DEVICE_CHAT, {"b_conv": job.conversation_id, "b_guid": receipt.chat_guid}
+                "conv_device_chat",
+                _CONV_DEVICE_CHAT,
+                {"b_conv": job.conversation_id, "b_guid": receipt.chat_guid},
+                row_key="b_conv",
             )
         group_id = state.group_id if state is not None else None
         if receipt.chat_guid and job.outgoing.is_group and not job.outgoing.chat_guid and group_id:

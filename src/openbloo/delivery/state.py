@@ -143,7 +143,9 @@ class StateLookup:
 
 
 _SAVE_STATE = Prepared(
-    SAVE_STATE, ("b_id", "b_status", "b_protocol", "b_provider_id", "b_time_delivered", "b_time_read", "b_error")
+    SAVE_STATE,
+    ("b_id", "b_status", "b_protocol", "b_provider_id", "b_time_delivered", "b_time_read", "b_error"),
+    row_key="b_id",
 )
 
 

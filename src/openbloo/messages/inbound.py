@@ -128,7 +128,10 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
         conv = store.ensure_conversation(batch, org, chat.id, number.id, now)
         if msg.device_chat and group_id is None:
             batch.execute_later(
-                "conv_device_chat", CONVERSATION_DEVICE_CHAT, {"b_id": conv.id, "b_guid": msg.device_chat}
+                "conv_device_chat",
+                CONVERSATION_DEVICE_CHAT,
+                {"b_id": conv.id, "b_guid": msg.device_chat},
+                row_key="b_id",
             )
         message_id = new_id("msg_", ordered=True)
         attachments = [dict(a) for a in msg.attachments] or None
@@ -194,9 +197,10 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
             "chat_inbound",
             CHAT_INBOUND,
             {"b_id": chat.id, "b_t": now, "b_last_id": message_id, "b_last_text": msg.text, "b_number": number.id},
+            row_key="b_id",
         )
-        batch.execute_later("conversation_inbound", CONVERSATION_INBOUND, {"b_id": conv.id, "b_t": now})
-        batch.execute_later("number_inbound", NUMBER_INBOUND, {"b_id": number.id, "b_t": now})
+        batch.execute_later("conversation_inbound", CONVERSATION_INBOUND, {"b_id": conv.id, "b_t": now}, row_key="b_id")
+        batch.execute_later("number_inbound", NUMBER_INBOUND, {"b_id": number.id, "b_t": now}, row_key="b_id")
         store.count_inbound(batch, conv)
         store.note_chat_number(batch, org, chat, number.id)
         if msg.provider_id:

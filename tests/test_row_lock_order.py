@@ -1,0 +1,56 @@
+"""On PostgreSQL a batch updates the rows of a table in their keys' order, whatever order its units came in.
+
+API processes and the worker write the same rows at once (the chats they send to or hear from, their
+numbers, their messages' states). In arrival order, a batch that updated chat Y then chat X and another
+that updated X then Y could each hold the row the other waits for: PostgreSQL breaks the cycle only after
+its ``deadlock_timeout`` (a second by default), failing one batch, which the writer then runs again. The
+bench saw it once with 2 API processes: a one-second stall of the closed loop. With every batch taking its
+row locks in key order, no two batches can wait for each other that way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from openbloo.config import database_urls
+from openbloo.db import models as m
+from openbloo.db.engine import make_sync_engine
+from openbloo.db.migrate import upgrade
+from openbloo.db.writer import run_units
+from tests.helpers import libpq_trace, org_context, planned_send
+
+
+def test_a_batchs_chat_updates_run_in_the_chats_key_order(postgres_database: str, tmp_path: Path) -> None:
+    urls = database_urls(postgres_database)
+    upgrade(urls)
+    engine = make_sync_engine(urls)
+    try:
+        ctx = org_context(engine, "lock-order", "+15550006611")
+        handles = [f"+155501066{i:02d}" for i in range(6)]
+        assert all(ok for ok, _ in run_units(engine, [planned_send(ctx, h, "first") for h in handles]))
+        with engine.connect() as conn:
+            mine = m.chats.c.organization_id == ctx.organization_id
+            ids = dict(conn.execute(select(m.chats.c.chat_key, m.chats.c.id).where(mine)).all())
+        arrival = sorted(handles, key=lambda h: ids[h], reverse=True)  # the units come in the opposite order
+        arrival = arrival[3:] + arrival[:3] + [arrival[0]]  # and one chat twice (units 3 and 6)
+        engine.dispose()
+        with libpq_trace(engine, tmp_path / "libpq.trace") as client_sent:
+            outcomes = run_units(engine, [planned_send(ctx, h, f"again {i}") for i, h in enumerate(arrival)])
+            sent = client_sent()
+        assert [ok for ok, _ in outcomes] == [True] * len(arrival)
+        # The chats' UPDATE is prepared once and bound once a set: its chat and its text, bind by bind.
+        binds = [" ".join(f[4:]) for f in sent if f[3].startswith("Bind") and "'outbound'" in " ".join(f[4:])]
+        chat_of = {f"'{c}'": c for c in ids.values()}
+        sets = [(next(c for q, c in chat_of.items() if q in b), b.split("'again ")[1].split("'")[0]) for b in binds]
+        assert len(sets) == len(arrival), "\n".join(binds)
+        assert [c for c, _ in sets] == sorted(c for c, _ in sets)  # the rows' key order, not arrival order
+        assert [c for c, _ in sets] != [ids[h] for h in arrival]
+        twice = [n for c, n in sets if c == ids[arrival[-1]]]
+        assert twice == ["3", "6"]  # one chat's sets keep their order: its last message is the last one sent
+        with engine.connect() as conn:
+            last = conn.execute(select(m.chats.c.last_message_text).where(m.chats.c.id == ids[arrival[-1]]))
+            assert last.scalar_one() == "again 6"
+    finally:
+        engine.dispose()
