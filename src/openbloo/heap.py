@@ -1,9 +1,11 @@
 """The cyclic garbage collector's settings for a long-running openbloo process (``serve``, ``worker``).
 
 Profiles of the send route under load put CPython's cycle collector at about 3 % of the API process's CPU
-(``gc_collect_main`` and its traversals), and closed-loop throughput rose by a tenth without it: every
-collection of an older generation walked the whole start-up heap (modules, classes, SQLAlchemy's tables,
-FastAPI's routes), which never becomes garbage, and evicted the send path's data from the CPU's caches.
+(``gc_collect_main`` and its traversals): every collection of an older generation walked the whole start-up
+heap (modules, classes, SQLAlchemy's tables, FastAPI's routes), which never becomes garbage, and the event
+loop waited meanwhile. Without it, closed-loop throughput rose by about 5 % and the accept p99 fell by a
+third (docs/benchmarks.md, change 71).
+
 Two settings, applied once a process has built what it keeps for its lifetime:
 
 - ``gc.freeze()`` moves everything alive at that moment out of the collector's sight (it is never freed,
