@@ -343,11 +343,13 @@ class Batch:
             field = self._last_per.get(key)
             if field is not None and len(params) > 1:
                 params = list({p[field]: p for p in params}.values())  # the last set of each row
+            if len(params) > 1 and self.is_postgres:
+                row_key = stmt.row_key if isinstance(stmt, Prepared) else self._row_keys.get(key)
+                if row_key is not None:  # one global lock order (execute_later); stable: a row's sets keep theirs
+                    params = sorted(params, key=itemgetter(row_key))
             if isinstance(stmt, Prepared):
                 if stmt.combine is not None and len(params) > 1:
                     params = stmt.combine(params)
-                if stmt.row_key is not None and len(params) > 1 and self.is_postgres:
-                    params = sorted(params, key=itemgetter(stmt.row_key))  # stable: one row's sets keep their order
                 if len(params) > 1 and self.is_postgres:
                     many = compile_rows_statement(stmt.stmt, self.conn.dialect, stmt.names, columns=stmt.columns)
                     if self._run_as_one(many, params):
@@ -371,9 +373,6 @@ class Batch:
                     self._execute_many(stmt, params[start:end], tuple(keys))
                     start = end
             else:
-                row_key = self._row_keys.get(key)
-                if row_key is not None and len(params) > 1 and self.is_postgres:
-                    params = sorted(params, key=itemgetter(row_key))  # as for a Prepared statement above
                 self._execute_many(stmt, params, None)
         self._pending.clear()
 
