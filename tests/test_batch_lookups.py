@@ -83,7 +83,7 @@ def test_a_send_racing_another_process_to_a_new_recipient_is_run_again_not_faile
     """Two API processes send to the same new recipient at once: the one that commits second finds the contact,
     chat and conversation the other created when its flush hits their unique keys. Its batch, even of a
     single send, runs once more and answers 202 (it answered 500 before). ``writer``: through the writer's
-    held connection, whose batch opens and commits its transaction itself (batch.deferred_begin)."""
+    held connection, whose batch opens and commits its transaction itself (db.deferred_begin)."""
     urls = database_urls(postgres_database)
     upgrade(urls)
     engine, other = make_sync_engine(urls), make_sync_engine(urls)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, Table, event, insert
 from sqlalchemy.sql.dml import Insert, UpdateBase
 
+from openbloo.db.deferred_begin import begin_deferred, begun_by_batch, mark_begun
 from openbloo.db.direct import Prepared, RowsStatement, compile_direct, compile_rows_statement, dbapi_cursor
 
 T = TypeVar("T")
@@ -79,7 +80,7 @@ class Batch:
         self.dialect = conn.dialect.name
         # The writer's PostgreSQL connection leaves the driver in autocommit mode and the batch opens its
         # transaction itself, sending BEGIN with its first statements and COMMIT with its flush (see
-        # :func:`deferred_begin`): the driver's own BEGIN waits a round trip before the first statement.
+        # `db.deferred_begin`): the driver's own BEGIN waits a round trip before the first statement.
         # Per-batch identity map: units that touch the same chat/conversation/number see each other's
         # pending state without another query. Changes are journaled so a failed unit's are undone.
         self._cache: dict[Any, Any] = {}
@@ -121,7 +122,7 @@ class Batch:
     def _send(self, sql: str, params: Any) -> Any:
         """Run one statement on the batch's driver cursor (after the deferred BEGIN, in one round trip)."""
         cur = self._raw_cursor()
-        if not _begin_deferred(self.conn):
+        if not begin_deferred(self.conn):
             cur.execute(sql, params)
             return cur
         with self._pipeline():
@@ -131,9 +132,8 @@ class Batch:
 
     def _begin_now(self) -> None:
         """Send the deferred BEGIN (in a pipeline, it goes out with what follows it)."""
-        info = self.conn.info
-        if info.get(_BEGIN_DEFERRED):
-            info[_BEGIN_DEFERRED] = False
+        if begin_deferred(self.conn):
+            mark_begun(self.conn)
             self.conn.connection.dbapi_connection.cursor().execute("BEGIN")  # type: ignore[union-attr]
 
     def all_many(self, queries: list[tuple[Executable, dict[str, Any]]]) -> list[list[tuple[Any, ...]]]:
@@ -310,7 +310,7 @@ class Batch:
 
     def flush(self, *, commit: bool = False) -> None:
         """Write what the units queued. ``commit``: this is the transaction's end; where the batch opened the
-        transaction itself (:func:`deferred_begin`), its COMMIT goes out in the same round trip as the writes."""
+        transaction itself (`db.deferred_begin`), its COMMIT goes out in the same round trip as the writes."""
         if not self._pending and not self._signals:
             return
         with self._pipeline():
@@ -321,7 +321,7 @@ class Batch:
                 for channel in sorted(self._signals):
                     cur.execute(f"NOTIFY {channel}")  # channel names are the constants of db.wakeups
                 self._signals.clear()
-            if commit and self.conn.info.get(_BEGIN_DEFERRED) is False:  # begun here: ended here
+            if commit and begun_by_batch(self.conn):  # begun here: ended here
                 self._raw_cursor().execute("COMMIT")
 
     def _signals_after_commit(self) -> set[str]:
@@ -451,41 +451,14 @@ def _insert_of(table: Table) -> Executable:
     return stmt
 
 
-# Set in a connection's info while its transaction's BEGIN is yet to be sent (then False: begun by the batch).
-_BEGIN_DEFERRED = "openbloo_begin_deferred"
-
-
-@contextlib.contextmanager
-def deferred_begin(conn: Connection) -> Iterator[None]:
-    """Open the transaction of ``conn`` (a PostgreSQL connection in driver autocommit mode) with the batch's
-    first statement instead of on its own.
-
-    psycopg begins a transaction with a BEGIN it waits for, a round trip before the batch's first statement,
-    and commits with a COMMIT it waits for after the batch's writes: two of an accepting batch's five round
-    trips once its lookups went out together (docs/benchmarks.md, change 51). In autocommit mode the driver
-    sends neither: the batch sends BEGIN in the pipeline of its first statements (or before any statement of
-    SQLAlchemy's own) and COMMIT in its flush's pipeline; the driver's ``commit()``, called when the
-    connection's transaction block ends, then finds nothing open, or commits what no flush ended.
-    """
-    conn.info[_BEGIN_DEFERRED] = True
-    try:
-        yield
-    finally:  # the connection goes back to plain use (and to the pool) without the mark
-        conn.info.pop(_BEGIN_DEFERRED, None)
-
-
-def _begin_deferred(conn: Connection) -> bool:
-    return bool(conn.info.get(_BEGIN_DEFERRED))
-
-
 # The batch whose unit is running on this thread: the engine-level listener below reports writes to it.
 _running = threading.local()
 _watched: set[int] = set()
 
 
 def _on_execute(conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
-    if conn.info.get(_BEGIN_DEFERRED):  # a statement of SQLAlchemy's own (conn.execute, a SAVEPOINT) comes first
-        conn.info[_BEGIN_DEFERRED] = False
+    if begin_deferred(conn):  # a statement of SQLAlchemy's own (conn.execute, a SAVEPOINT) comes first
+        mark_begun(conn)
         cursor.execute("BEGIN")
     batch = getattr(_running, "batch", None)
     if batch is not None and not batch.wrote and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):

@@ -28,7 +28,8 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from openbloo.db.batch import Batch, Lookups, Unit, UnitWithLookups, _WroteThenFailed, deferred_begin
+from openbloo.db.batch import Batch, Lookups, Unit, UnitWithLookups, _WroteThenFailed
+from openbloo.db.deferred_begin import deferred_begin
 from openbloo.db.engine import WalCheckpointer, sqlite_file, write_lock, write_lock_if_free
 from openbloo.db.wakeups import notify_sqlite
 from openbloo.errors import ApiError
@@ -66,7 +67,7 @@ class HeldConnection:
         if conn is None or conn.closed or conn.invalidated or now - self._used > self.IDLE_SECONDS:
             self.close()
             conn = self._conn = self.engine.connect()
-            if self._postgres:  # the batch opens and ends its transaction itself (batch.deferred_begin)
+            if self._postgres:  # the batch opens and ends its transaction itself (db.deferred_begin)
                 conn = self._conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
             with conn.begin(), deferred_begin(conn) if self._postgres else contextlib.nullcontext():
