@@ -344,6 +344,25 @@ def ensure_conversation(batch: Batch, org_id: str, chat_id: str, number_id: str,
     return ref
 
 
+_CONVERSATION_DEVICE_CHAT = (
+    update(m.conversations)
+    .where(m.conversations.c.id == bindparam("b_id"))
+    .values(device_chat_guid=bindparam("b_guid"))
+)
+
+
+def learn_device_chat(batch: Batch, conversation_id: str, device_chat: str) -> None:
+    """The device told which of its chats a 1:1 conversation is (on a send's receipt or an inbound message):
+    later sends go straight there. Both paths queue this one statement under one key, so a worker batch that
+    holds both runs them as one executemany."""
+    batch.execute_later(
+        _CONVERSATION_DEVICE_CHAT,
+        _CONVERSATION_DEVICE_CHAT,
+        {"b_id": conversation_id, "b_guid": device_chat},
+        row_key="b_id",
+    )
+
+
 def count_inbound(batch: Batch, conv: ConversationRef) -> None:
     """Keep the batch's view of a conversation's inbound counter current (the UPDATE is queued by the caller)."""
     # Built directly: dataclasses.replace() costs several times more.

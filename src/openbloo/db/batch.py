@@ -233,8 +233,10 @@ class Batch:
                 self._last_per[key] = last_per
             if row_key is not None:
                 self._row_keys[key] = row_key
-        else:
+        elif entry[1] is stmt:
             entry[2].append(params)
+        else:  # two statements under one key: the second's sets would run with the first's SQL
+            raise ValueError(f"pending key {key!r} already queues another statement")
 
     def add(
         self, prepared: Prepared, values: tuple[Any, ...], order: int = 100, *, last_per: int | None = None

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, case, select, update
 
+from openbloo.chats import store
 from openbloo.db import models as m
 from openbloo.db.batch import Batch, UnitWithLookups
 from openbloo.db.direct import Prepared
@@ -49,7 +50,6 @@ _JOB_DONE = (
     .where(_msg.c.seq == bindparam("b_seq"))
     .values(job_state="done", job_lease_owner=None, job_last_error=None, job_updated_at=bindparam("b_now"))
 )
-_CONV_DEVICE_CHAT = update(_c).where(_c.c.id == bindparam("b_conv")).values(device_chat_guid=bindparam("b_guid"))
 _GROUP_CHAT_GUID = (
     update(_grp)
     .where(_grp.c.id == bindparam("b_group"), _grp.c.chat_guid.is_(None))
@@ -137,13 +137,7 @@ def record_sent(job: Job, receipt: Receipt, now: int) -> UnitWithLookups[None]:
             for update in receipt.updates:  # what the device reported at once (delivered, read)
                 state = apply_update(batch, state, update)
         if receipt.chat_guid and not job.outgoing.is_group and receipt.chat_guid != job.outgoing.chat_guid:
-            # The device told which of its chats this 1:1 conversation is: later sends go straight there.
-            batch.execute_later(
-                "conv_device_chat",
-                _CONV_DEVICE_CHAT,
-                {"b_conv": job.conversation_id, "b_guid": receipt.chat_guid},
-                row_key="b_conv",
-            )
+            store.learn_device_chat(batch, job.conversation_id, receipt.chat_guid)
         group_id = state.group_id if state is not None else None
         if receipt.chat_guid and job.outgoing.is_group and not job.outgoing.chat_guid and group_id:
             # The first send to a group created its chat on the device: remember it for the next ones. The group

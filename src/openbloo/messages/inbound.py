@@ -56,9 +56,6 @@ NUMBER_INBOUND = (
     .where(_nums.c.id == bindparam("b_id"))
     .values(inbound_count=_nums.c.inbound_count + 1, last_active_at=bindparam("b_t"))
 )
-CONVERSATION_DEVICE_CHAT = (
-    update(_convs).where(_convs.c.id == bindparam("b_id")).values(device_chat_guid=bindparam("b_guid"))
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +124,7 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
             author = None
         conv = store.ensure_conversation(batch, org, chat.id, number.id, now)
         if msg.device_chat and group_id is None:
-            batch.execute_later(
-                "conv_device_chat",
-                CONVERSATION_DEVICE_CHAT,
-                {"b_id": conv.id, "b_guid": msg.device_chat},
-                row_key="b_id",
-            )
+            store.learn_device_chat(batch, conv.id, msg.device_chat)
         message_id = new_id("msg_", ordered=True)
         attachments = [dict(a) for a in msg.attachments] or None
         batch.insert_later(
