@@ -17,14 +17,14 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, Executable, Table, event, insert
-from sqlalchemy.sql.dml import Insert, UpdateBase
+from sqlalchemy import Connection, Engine, Executable, Table, event
+from sqlalchemy.sql.dml import UpdateBase
 
 from openbloo.db.deferred_begin import begin_deferred, begun_by_batch, mark_begun
-from openbloo.db.direct import Prepared, RowsStatement, compile_direct, compile_rows_statement, dbapi_cursor
+from openbloo.db.direct import Prepared, compile_direct, dbapi_cursor
+from openbloo.db.flush import insert_of, null_by_default, write_queued
 
 T = TypeVar("T")
 Unit = Callable[["Batch"], T]
@@ -199,9 +199,9 @@ class Batch:
         message row's): binding a None parameter cost the SQLite driver more than a string did.
         """
         if None in row.values():
-            nulls = _null_by_default(table)
+            nulls = null_by_default(table)
             row = {k: v for k, v in row.items() if v is not None or k not in nulls}
-        self.execute_later(table, _insert_of(table), row, order)
+        self.execute_later(table, insert_of(table), row, order)
 
     def execute_later(
         self,
@@ -341,116 +341,13 @@ class Batch:
         return contextlib.nullcontext()
 
     def _flush_pending(self) -> None:
-        for key, (_order, stmt, params) in sorted(self._pending.items(), key=lambda e: e[1][0]):
-            field = self._last_per.get(key)
-            if field is not None and len(params) > 1:
-                params = list({p[field]: p for p in params}.values())  # the last set of each row
-            if len(params) > 1 and self.is_postgres:
-                row_key = stmt.row_key if isinstance(stmt, Prepared) else self._row_keys.get(key)
-                if row_key is not None:  # one global lock order (execute_later); stable: a row's sets keep theirs
-                    params = sorted(params, key=itemgetter(row_key))
-            if isinstance(stmt, Prepared):
-                if stmt.combine is not None and len(params) > 1:
-                    params = stmt.combine(params)
-                if len(params) > 1 and self.is_postgres:
-                    many = compile_rows_statement(stmt.stmt, self.conn.dialect, stmt.names, columns=stmt.columns)
-                    if self._run_as_one(many, params):
-                        continue
-                direct = stmt.compiled(self.conn.dialect)
-                rows: Any = params if direct.as_is else [direct.params(t) for t in params]
-                cur = self._raw_cursor()
-                if len(rows) == 1:
-                    cur.execute(direct.sql, rows[0])
-                else:
-                    cur.executemany(direct.sql, rows)
-            elif isinstance(stmt, Insert):
-                params = _same_columns(stmt, params)
-                # Consecutive rows with the same columns go in one executemany; queue order is kept.
-                start = 0
-                while start < len(params):
-                    keys = params[start].keys()
-                    end = start + 1
-                    while end < len(params) and params[end].keys() == keys:
-                        end += 1
-                    self._execute_many(stmt, params[start:end], tuple(keys))
-                    start = end
-            else:
-                self._execute_many(stmt, params, None)
-        self._pending.clear()
-
-    def _execute_many(self, stmt: Executable, params: list[dict[str, Any]], keys: tuple[str, ...] | None) -> None:
-        if keys is not None and len(params) > 1 and self.is_postgres:
-            many = compile_rows_statement(stmt, self.conn.dialect, keys, columns=True)
-            # Dicts keyed by column key go as they are where the keys are the column names the statement reads.
-            rows = params if many is None or many.fields == keys else [tuple(p[k] for k in keys) for p in params]
-            if self._run_as_one(many, rows):
-                return
-        direct = compile_direct(stmt, self.conn.dialect, keys)
-        if direct is None:
-            self.conn.execute(stmt, params)
-            return
-        cur = self._raw_cursor()
-        if len(params) == 1:
-            cur.execute(direct.sql, direct.params(params[0]))
-        else:
-            cur.executemany(direct.sql, [direct.params(p) for p in params])
-
-    def _run_as_one(self, many: RowsStatement | None, rows: Any) -> bool:
-        """PostgreSQL: run ``many`` once for all ``rows``; False where there is no such statement (an UPDATE, a
-        statement of another shape) or a value has no JSON form: the caller runs its executemany."""
-        params = many.params(rows) if many is not None else None
-        if many is None or params is None:
-            return False
-        self._raw_cursor().execute(many.sql, params)
-        return True
+        if self._pending:
+            write_queued(self.conn, self._raw_cursor(), self._pending, self._last_per, self._row_keys)
+            self._pending.clear()
 
     def _commit_hooks(self) -> list[Callable[[], None]]:
         hooks, self._after_commit = self._after_commit, []
         return hooks
-
-
-def _same_columns(stmt: Insert, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with every column any of them sets, so that one executemany inserts them all in queue order.
-
-    ``insert_later`` leaves out NULL columns, so rows of one table differ (a group message sets ``group_id``);
-    a column only some rows set is bound as None for the others. A row that lacks a column which is not NULL
-    by default (it relies on a Python-side default) is left as it is.
-    """
-    first = rows[0].keys()
-    if all(r.keys() == first for r in rows):
-        return rows
-    columns = dict.fromkeys(k for r in rows for k in r)
-    nulls = _null_by_default(stmt.table)  # type: ignore[arg-type]
-    out = []
-    for r in rows:
-        if len(r) != len(columns) and (columns.keys() - r.keys()) <= nulls:
-            r = {k: r.get(k) for k in columns}
-        out.append(r)
-    return out
-
-
-_inserts: dict[Table, Executable] = {}
-_nullable: dict[Table, frozenset[str]] = {}
-
-
-def _null_by_default(table: Table) -> frozenset[str]:
-    """The columns an INSERT may leave out instead of binding None: nullable, with no default of any kind."""
-    cols = _nullable.get(table)
-    if cols is None:
-        cols = _nullable[table] = frozenset(
-            c.key
-            for c in table.columns
-            if c.nullable and not c.primary_key and c.default is None and c.server_default is None
-        )
-    return cols
-
-
-def _insert_of(table: Table) -> Executable:
-    """One INSERT statement object per table, so its compiled form is found again (openbloo.db.direct)."""
-    stmt = _inserts.get(table)
-    if stmt is None:
-        stmt = _inserts[table] = insert(table)
-    return stmt
 
 
 # The batch whose unit is running on this thread: the engine-level listener below reports writes to it.
