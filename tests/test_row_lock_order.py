@@ -12,13 +12,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 
+from openbloo.chats import store
 from openbloo.config import database_urls
 from openbloo.db import models as m
+from openbloo.db.direct import Prepared, row_key_of
 from openbloo.db.engine import make_sync_engine
 from openbloo.db.migrate import upgrade
 from openbloo.db.writer import run_units
+from openbloo.delivery import jobs, state
+from openbloo.events import deliveries
+from openbloo.messages import inbound, outbox
 from tests.helpers import libpq_trace, org_context, planned_send
 
 
@@ -54,3 +59,33 @@ def test_a_batchs_chat_updates_run_in_the_chats_key_order(postgres_database: str
             assert last.scalar_one() == "again 6"
     finally:
         engine.dispose()
+
+
+def test_every_queued_update_orders_its_sets_by_the_rows_key() -> None:
+    """The order comes from each UPDATE's WHERE (its primary key against a parameter), so that none of the
+    statements batches queue by the thousand, nor one added later, runs its sets in arrival order."""
+    queued: dict[str, tuple[Prepared, str]] = {
+        "organization chat count": (store._ORG_NEW_CHATS, "b_org"),
+        "chat outbound": (outbox._CHAT_OUTBOUND, "b_id"),
+        "number outbound": (outbox._NUMBER_OUTBOUND, "b_id"),
+        "message state": (state._SAVE_STATE, "b_id"),
+        "job done": (jobs._JOB_DONE_ROWS, "b_seq"),
+        "lease released": (jobs._RELEASE_ROWS, "b_conv"),  # id = :b_conv AND lease_owner = :b_worker
+        "delivery outcome": (deliveries._DELIVERY_OUTCOME, "b_id"),
+        "webhook counts": (deliveries._WEBHOOK_COUNTS, "b_id"),
+    }
+    for what, (prepared, key) in queued.items():
+        assert prepared.row_key == prepared.index(key), what
+    for stmt in (
+        inbound.CHAT_INBOUND,
+        inbound.CONVERSATION_INBOUND,
+        inbound.NUMBER_INBOUND,
+        store._CONVERSATION_DEVICE_CHAT,
+    ):
+        assert row_key_of(stmt) == "b_id", stmt
+    c = m.chats.c
+    assert row_key_of(update(m.chats).where(bindparam("k") == c.id).values(message_count=0)) == "k"
+    assert row_key_of(update(m.chats).where(c.chat_key == bindparam("k")).values(message_count=0)) is None
+    assert row_key_of(update(m.chats).where(c.id == "chat_1").values(message_count=0)) is None
+    assert row_key_of(update(m.chats).where((c.id == bindparam("a")) | (c.id == bindparam("b")))) is None
+    assert row_key_of(insert(m.chats)) is None

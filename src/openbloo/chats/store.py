@@ -83,7 +83,6 @@ _ORG_NEW_CHATS = Prepared(
     .where(m.organizations.c.id == bindparam("b_org"))
     .values(chat_count=m.organizations.c.chat_count + bindparam("b_n")),
     ("b_org", "b_n"),
-    row_key="b_org",
 )
 _NEW_CONVERSATION = Prepared(
     insert(m.conversations).values(
@@ -356,10 +355,7 @@ def learn_device_chat(batch: Batch, conversation_id: str, device_chat: str) -> N
     later sends go straight there. Both paths queue this one statement under one key, so a worker batch that
     holds both runs them as one executemany."""
     batch.execute_later(
-        _CONVERSATION_DEVICE_CHAT,
-        _CONVERSATION_DEVICE_CHAT,
-        {"b_id": conversation_id, "b_guid": device_chat},
-        row_key="b_id",
+        _CONVERSATION_DEVICE_CHAT, _CONVERSATION_DEVICE_CHAT, {"b_id": conversation_id, "b_guid": device_chat}
     )
 
 

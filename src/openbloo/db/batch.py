@@ -89,7 +89,6 @@ class Batch:
         # (order, statement, parameter sets): dicts for an Executable, tuples for a Prepared statement.
         self._pending: dict[Any, tuple[int, Any, list[Any]]] = {}
         self._last_per: dict[Any, str | int] = {}
-        self._row_keys: dict[Any, str] = {}  # execute_later's ``row_key`` per statement
         self._after_commit: list[Callable[[], None]] = []
         self._signals: set[str] = set()
         self._savepoint: Any = None
@@ -211,7 +210,6 @@ class Batch:
         order: int = 100,
         *,
         last_per: str | None = None,
-        row_key: str | None = None,
     ) -> None:
         """Queue ``stmt`` with ``params``; every queued parameter set of ``key`` runs as one executemany.
 
@@ -220,19 +218,14 @@ class Batch:
         last is executed. A message that goes queued → sent → delivered → read in one batch is then one
         UPDATE, not three.
 
-        ``row_key``, for an UPDATE, names the parameter that identifies the row a set writes. On PostgreSQL
-        the sets then run in that value's order (sets of one row in the order they came): every process's
-        batch locks the rows it updates in one global order. In arrival order, two API processes' batches
-        that updated the same two chats in opposite orders deadlocked, and the server broke the cycle only
-        after its ``deadlock_timeout`` (a second in which both batches, and their requests, waited).
+        On PostgreSQL an UPDATE's sets run in the order of the value its WHERE compares the primary key with
+        (:func:`openbloo.db.direct.row_key_of`): one global lock order for every process's batches.
         """
         entry = self._pending.get(key)
         if entry is None:
             self._pending[key] = (order, stmt, [params])
             if last_per is not None:
                 self._last_per[key] = last_per
-            if row_key is not None:
-                self._row_keys[key] = row_key
         elif entry[1] is stmt:
             entry[2].append(params)
         else:  # two statements under one key: the second's sets would run with the first's SQL
@@ -243,8 +236,8 @@ class Batch:
     ) -> None:
         """Queue one row (or one parameter set) of ``prepared``, its values in ``prepared.names`` order; all of
         them run as one executemany at flush, like :meth:`execute_later`'s. ``last_per``: the index of the
-        value that identifies the row a set writes in full (see :meth:`execute_later`); ``prepared.row_key``
-        orders the sets as :meth:`execute_later`'s ``row_key`` does."""
+        value that identifies the row a set writes in full (see :meth:`execute_later`); an UPDATE's sets are
+        ordered as :meth:`execute_later`'s are."""
         entry = self._pending.get(prepared)
         if entry is None:
             self._pending[prepared] = (order, prepared, [values])
@@ -342,7 +335,7 @@ class Batch:
 
     def _flush_pending(self) -> None:
         if self._pending:
-            write_queued(self.conn, self._raw_cursor(), self._pending, self._last_per, self._row_keys)
+            write_queued(self.conn, self._raw_cursor(), self._pending, self._last_per)
             self._pending.clear()
 
     def _commit_hooks(self) -> list[Callable[[], None]]:

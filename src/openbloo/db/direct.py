@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import JSON, Boolean, Connection, Executable, String
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 from sqlalchemy.types import NullType
 
 T = TypeVar("T")
@@ -187,6 +189,31 @@ def _build(
     return Direct(compiled.string, bool(dialect.positional), list(names), processors, constants, result_procs, order)
 
 
+def row_key_of(stmt: Any) -> str | None:
+    """The bind parameter an UPDATE's WHERE compares a key of its table with (``id = :b_id``: the primary key or
+    a column unique on its own), or None.
+
+    On PostgreSQL a batch runs an UPDATE's parameter sets in this parameter's order, so every process's
+    batches take their row locks in one global order: in arrival order, two API processes' batches that
+    updated the same two chats in opposite orders deadlocked, and the server broke the cycle only after its
+    ``deadlock_timeout`` (a second in which both batches, and their requests, waited). Read from the
+    statement, not declared beside it, so that no UPDATE added later can forget it.
+    """
+    if not isinstance(stmt, Update) or stmt.whereclause is None:
+        return None
+    where = stmt.whereclause
+    terms = where.clauses if isinstance(where, BooleanClauseList) and where.operator is operators.and_ else (where,)
+    for term in terms:
+        if not isinstance(term, BinaryExpression) or term.operator is not operators.eq:
+            continue
+        for column, value in ((term.left, term.right), (term.right, term.left)):
+            one_row = getattr(column, "primary_key", False) or getattr(column, "unique", False)
+            on_key = one_row and getattr(column, "table", None) is stmt.table
+            if on_key and isinstance(value, BindParameter) and not value.unique:  # named, not a literal
+                return str(value.key)
+    return None
+
+
 class Prepared:
     """A statement whose values come as tuples in a fixed order (``names``), for the rows a writer batch
     queues by the thousand (:meth:`openbloo.db.batch.Batch.add`): no dict per row, and the tuples go to the
@@ -195,9 +222,9 @@ class Prepared:
     ``Prepared.insert(table, columns)`` inserts ``columns`` (the values in that order); ``Prepared(stmt,
     names)`` runs any other statement with its bind parameters ``names`` in that order. ``combine``, for a
     statement whose parameter sets add up (counters incremented by each), turns a batch's sets into fewer
-    that write the same: it runs at flush, over the sets of the units that succeeded. ``row_key``, for an
-    UPDATE, names the parameter that identifies the row a set writes: on PostgreSQL a batch runs its sets in
-    that value's order (:meth:`openbloo.db.batch.Batch.add`).
+    that write the same: it runs at flush, over the sets of the units that succeeded. ``row_key``: the index
+    of the value an UPDATE's WHERE compares the primary key with (:func:`row_key_of`), by which a batch on
+    PostgreSQL orders the sets.
     """
 
     __slots__ = ("columns", "combine", "names", "row_key", "stmt")
@@ -209,13 +236,13 @@ class Prepared:
         *,
         columns: bool = False,
         combine: Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]] | None = None,
-        row_key: str | None = None,
     ) -> None:
         self.stmt = stmt
         self.names = tuple(names)
         self.columns = columns  # ``names`` are the columns of a plain INSERT (made by :meth:`insert`)
         self.combine = combine
-        self.row_key = self.names.index(row_key) if row_key is not None else None
+        key = row_key_of(stmt)
+        self.row_key = self.names.index(key) if key is not None and key in self.names else None
 
     @classmethod
     def insert(cls, table: Any, columns: Sequence[str]) -> Prepared:

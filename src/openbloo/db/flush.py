@@ -14,19 +14,17 @@ from typing import Any
 from sqlalchemy import Connection, Executable, Table, insert
 from sqlalchemy.sql.dml import Insert
 
-from openbloo.db.direct import Prepared, RowsStatement, compile_direct, compile_rows_statement
+from openbloo.db.direct import Prepared, RowsStatement, compile_direct, compile_rows_statement, row_key_of
 
 # The queue: statement key → (order, statement, parameter sets): dicts for an Executable, tuples for a Prepared.
 Pending = dict[Any, tuple[int, Any, list[Any]]]
 
 
-def write_queued(
-    conn: Connection, cur: Any, pending: Pending, last_per: dict[Any, Any], row_keys: dict[Any, str]
-) -> None:
+def write_queued(conn: Connection, cur: Any, pending: Pending, last_per: dict[Any, Any]) -> None:
     """Run every queued statement on ``cur`` (the batch's driver cursor), lowest ``order`` first.
 
     ``last_per``: per key, the parameter naming the row a set writes in full (only the last such set runs);
-    ``row_keys``: per key, the parameter naming the row an UPDATE's set writes (a Prepared carries its own).
+    On PostgreSQL an UPDATE's sets run in their rows' key order (:func:`openbloo.db.direct.row_key_of`).
     """
     postgres = conn.dialect.name == "postgresql"
     for key, (_order, stmt, params) in sorted(pending.items(), key=lambda e: e[1][0]):
@@ -34,8 +32,8 @@ def write_queued(
         if field is not None and len(params) > 1:
             params = list({p[field]: p for p in params}.values())  # the last set of each row
         if len(params) > 1 and postgres:
-            row_key = stmt.row_key if isinstance(stmt, Prepared) else row_keys.get(key)
-            if row_key is not None:  # one global lock order (execute_later); stable: a row's sets keep theirs
+            row_key = stmt.row_key if isinstance(stmt, Prepared) else row_key_of(stmt)
+            if row_key is not None:  # one global lock order; stable: a row's sets keep theirs
                 params = sorted(params, key=itemgetter(row_key))
         if isinstance(stmt, Prepared):
             if stmt.combine is not None and len(params) > 1:

@@ -61,8 +61,8 @@ _RELEASE = (
     .values(lease_owner=None, lease_until=None)
 )
 
-_JOB_DONE_ROWS = Prepared(_JOB_DONE, ("b_seq", "b_now"), row_key="b_seq")
-_RELEASE_ROWS = Prepared(_RELEASE, ("b_conv", "b_worker"), row_key="b_conv")
+_JOB_DONE_ROWS = Prepared(_JOB_DONE, ("b_seq", "b_now"))
+_RELEASE_ROWS = Prepared(_RELEASE, ("b_conv", "b_worker"))
 
 
 @dataclass(slots=True)

@@ -143,9 +143,7 @@ class StateLookup:
 
 
 _SAVE_STATE = Prepared(
-    SAVE_STATE,
-    ("b_id", "b_status", "b_protocol", "b_provider_id", "b_time_delivered", "b_time_read", "b_error"),
-    row_key="b_id",
+    SAVE_STATE, ("b_id", "b_status", "b_protocol", "b_provider_id", "b_time_delivered", "b_time_read", "b_error")
 )
 
 

@@ -228,8 +228,8 @@ _ATTEMPT_COLUMNS = (
     "original_event_id",
 )
 _ATTEMPT = Prepared.insert(_a, _ATTEMPT_COLUMNS)
-_DELIVERY_OUTCOME = Prepared(_SAVE_DELIVERY, ("b_id", "b_state", "b_attempts", "b_next"), row_key="b_id")
-_WEBHOOK_COUNTS = Prepared(_COUNT_ATTEMPT, ("b_id", "b_failed", "b_t"), row_key="b_id")
+_DELIVERY_OUTCOME = Prepared(_SAVE_DELIVERY, ("b_id", "b_state", "b_attempts", "b_next"))
+_WEBHOOK_COUNTS = Prepared(_COUNT_ATTEMPT, ("b_id", "b_failed", "b_t"))
 _WEBHOOKS_THERE = InList(lambda ids: select(_w.c.id).where(_w.c.id.in_(ids)))
 
 

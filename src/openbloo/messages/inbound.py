@@ -189,10 +189,9 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
             "chat_inbound",
             CHAT_INBOUND,
             {"b_id": chat.id, "b_t": now, "b_last_id": message_id, "b_last_text": msg.text, "b_number": number.id},
-            row_key="b_id",
         )
-        batch.execute_later("conversation_inbound", CONVERSATION_INBOUND, {"b_id": conv.id, "b_t": now}, row_key="b_id")
-        batch.execute_later("number_inbound", NUMBER_INBOUND, {"b_id": number.id, "b_t": now}, row_key="b_id")
+        batch.execute_later("conversation_inbound", CONVERSATION_INBOUND, {"b_id": conv.id, "b_t": now})
+        batch.execute_later("number_inbound", NUMBER_INBOUND, {"b_id": number.id, "b_t": now})
         store.count_inbound(batch, conv)
         store.note_chat_number(batch, org, chat, number.id)
         if msg.provider_id:

@@ -91,7 +91,7 @@ _MESSAGE = Prepared.insert(
         "job_updated_at",
     ),
 )
-_CHAT_OUTBOUND = Prepared(CHAT_OUTBOUND, ("b_id", "b_n", "b_t", "b_last_id", "b_last_text", "b_number"), row_key="b_id")
+_CHAT_OUTBOUND = Prepared(CHAT_OUTBOUND, ("b_id", "b_n", "b_t", "b_last_id", "b_last_text", "b_number"))
 
 
 def _number_counters_summed(sets: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -110,9 +110,7 @@ def _number_counters_summed(sets: list[tuple[Any, ...]]) -> list[tuple[Any, ...]
     return [tuple(acc) for acc in summed.values()]
 
 
-_NUMBER_OUTBOUND = Prepared(
-    NUMBER_OUTBOUND, ("b_id", "b_n", "b_t", "b_day", "b_new"), combine=_number_counters_summed, row_key="b_id"
-)
+_NUMBER_OUTBOUND = Prepared(NUMBER_OUTBOUND, ("b_id", "b_n", "b_t", "b_day", "b_new"), combine=_number_counters_summed)
 
 
 @dataclass(slots=True)
