@@ -19,7 +19,10 @@ from openbloo.account.numbers import add_number
 from openbloo.addressing import parse_chat_id
 from openbloo.auth.context import AuthContext, pool_number, pool_query
 from openbloo.auth.keys import create_key
+from openbloo.config import database_urls
 from openbloo.db import models as m
+from openbloo.db.engine import make_sync_engine
+from openbloo.db.migrate import upgrade
 from openbloo.db.writer import run_unit
 from openbloo.messages.idempotency import Idempotency
 from openbloo.messages.planner import plan_send
@@ -152,6 +155,18 @@ def send(tenant: Tenant, chat_id: str, **body: Any) -> dict[str, Any]:
         r = http.post(f"/chats/{path_id(chat_id)}/messages", json=body)
     assert r.status_code == 202, r.text
     return r.json()  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def migrated_engine(url: str) -> Iterator[Engine]:
+    """A sync engine on the database at ``url``, brought to the current schema; disposed afterwards."""
+    urls = database_urls(url)
+    upgrade(urls)
+    eng = make_sync_engine(urls)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
 
 
 def org_context(engine: Engine, org: str = "wakeups", number: str = "+15550007777") -> AuthContext:

@@ -5,7 +5,6 @@ to be claimed again, and the next claim finds the jobs it left out."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,38 +16,25 @@ from openbloo.config import database_urls
 from openbloo.db import models as m
 from openbloo.db.batch import Batch
 from openbloo.db.engine import make_sync_engine
-from openbloo.db.migrate import upgrade
 from openbloo.db.writer import HeldConnection, run_units
 from openbloo.delivery import jobs
 from openbloo.delivery.claims import ClaimedConversation, claim
 from tests.conftest import own_postgres_database
-from tests.helpers import libpq_trace, org_context, planned_send
+from tests.helpers import libpq_trace, migrated_engine, org_context, planned_send
 
 WORKER = "test-claims"
 NOW = 10**13  # every job accepted by the test is due
-
-
-@contextlib.contextmanager
-def _migrated(url: str) -> Iterator[Engine]:
-    """An engine on the database at ``url``, brought to the current schema; disposed afterwards."""
-    urls = database_urls(url)
-    upgrade(urls)
-    eng = make_sync_engine(urls)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """A migrated database of this test's alone (a claim leases every due conversation it finds)."""
     if request.param == "sqlite":
-        with _migrated(f"sqlite:///{tmp_path / 'claims.db'}") as eng:
+        with migrated_engine(f"sqlite:///{tmp_path / 'claims.db'}") as eng:
             yield eng
         return
     server = request.getfixturevalue("postgres_database")
-    with own_postgres_database(server, "openbloo_claims") as url, _migrated(url) as eng:
+    with own_postgres_database(server, "openbloo_claims") as url, migrated_engine(url) as eng:
         yield eng
 
 
@@ -135,7 +121,7 @@ def test_a_claim_in_progress_does_not_hold_up_a_send_to_its_conversation(postgre
     """A message's row refers to its conversation, so storing one takes a key-share lock on that row. The claim
     locks the conversations it leases for no key update: a send to a conversation being claimed is stored at
     once, not after the claim's COMMIT (a FOR UPDATE lock made it wait for it)."""
-    with own_postgres_database(postgres_database, "openbloo_claim_locks") as url, _migrated(url) as engine:
+    with own_postgres_database(postgres_database, "openbloo_claim_locks") as url, migrated_engine(url) as engine:
         # The other API process gives up on a lock after a second instead of waiting for the claim.
         impatient = make_sync_engine(database_urls(f"{url}?options=-c%20lock_timeout%3D1000"))
         try:
@@ -156,7 +142,7 @@ def test_a_claim_on_postgresql_waits_for_the_server_twice(postgres_database: str
     """Through the writer's held connection a PostgreSQL claim is one statement (find, lock and lease the due
     conversations, start the first job of each, read their jobs) sent with the transaction's BEGIN, then the
     COMMIT: it was four round trips (lease, jobs, start, COMMIT), on the path from acceptance to the device."""
-    with own_postgres_database(postgres_database, "openbloo_claim_trips") as url, _migrated(url) as engine:
+    with own_postgres_database(postgres_database, "openbloo_claim_trips") as url, migrated_engine(url) as engine:
         held = HeldConnection(engine)
         try:
             ids = _accept(engine, [("+15550650001", "one"), ("+15550650002", "two"), ("+15550650001", "three")])

@@ -16,17 +16,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select, update
 
-from openbloo.config import database_urls
 from openbloo.db import models as m
 from openbloo.db.batch import Batch
-from openbloo.db.engine import make_sync_engine
-from openbloo.db.migrate import upgrade
 from openbloo.db.writer import run_units
 from openbloo.delivery import jobs
 from openbloo.delivery.claims import claim
 from openbloo.messages.inbound import record_inbound
 from openbloo.transports.base import InboundMessage, Receipt
-from tests.helpers import org_context, planned_send
+from tests.helpers import migrated_engine, org_context, planned_send
 
 NUMBER = "+15550004444"
 NOW = 10**13
@@ -34,13 +31,8 @@ NOW = 10**13
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    urls = database_urls(f"sqlite:///{tmp_path / 'device-chats.db'}")
-    upgrade(urls)
-    eng = make_sync_engine(urls)
-    try:
+    with migrated_engine(f"sqlite:///{tmp_path / 'device-chats.db'}") as eng:
         yield eng
-    finally:
-        eng.dispose()
 
 
 def _device_chats(engine: Engine) -> dict[str, str | None]:

@@ -15,23 +15,17 @@ from pathlib import Path
 from sqlalchemy import bindparam, insert, select, update
 
 from openbloo.chats import store
-from openbloo.config import database_urls
 from openbloo.db import models as m
 from openbloo.db.direct import Prepared, row_key_of
-from openbloo.db.engine import make_sync_engine
-from openbloo.db.migrate import upgrade
 from openbloo.db.writer import run_units
 from openbloo.delivery import jobs, state
 from openbloo.events import deliveries
 from openbloo.messages import inbound, outbox
-from tests.helpers import libpq_trace, org_context, planned_send
+from tests.helpers import libpq_trace, migrated_engine, org_context, planned_send
 
 
 def test_a_batchs_chat_updates_run_in_the_chats_key_order(postgres_database: str, tmp_path: Path) -> None:
-    urls = database_urls(postgres_database)
-    upgrade(urls)
-    engine = make_sync_engine(urls)
-    try:
+    with migrated_engine(postgres_database) as engine:
         ctx = org_context(engine, "lock-order", "+15550006611")
         handles = [f"+155501066{i:02d}" for i in range(6)]
         assert all(ok for ok, _ in run_units(engine, [planned_send(ctx, h, "first") for h in handles]))
@@ -57,8 +51,6 @@ def test_a_batchs_chat_updates_run_in_the_chats_key_order(postgres_database: str
         with engine.connect() as conn:
             last = conn.execute(select(m.chats.c.last_message_text).where(m.chats.c.id == ids[arrival[-1]]))
             assert last.scalar_one() == "again 6"
-    finally:
-        engine.dispose()
 
 
 def test_every_queued_update_orders_its_sets_by_the_rows_key() -> None:
