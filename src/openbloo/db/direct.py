@@ -223,7 +223,7 @@ class Prepared:
     names)`` runs any other statement with its bind parameters ``names`` in that order. ``combine``, for a
     statement whose parameter sets add up (counters incremented by each), turns a batch's sets into fewer
     that write the same: it runs at flush, over the sets of the units that succeeded. ``row_key``: the index
-    of the value an UPDATE's WHERE compares the primary key with (:func:`row_key_of`), by which a batch on
+    of the value an UPDATE's WHERE compares a key column with (:func:`row_key_of`), by which a batch on
     PostgreSQL orders the sets.
     """
 
