@@ -12,16 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from openbloo.config import database_urls
 from openbloo.db import models as m
-from openbloo.db.engine import make_sync_engine
-from openbloo.db.migrate import upgrade
 from openbloo.db.writer import run_units
 from openbloo.delivery import jobs
 from openbloo.delivery.claims import claim
 from openbloo.errors import ApiError
 from tests.conftest import own_postgres_database
-from tests.helpers import org_context, planned_send
+from tests.helpers import migrated_engine, org_context, planned_send
 
 WORKER = "test-claimer"
 
@@ -34,10 +31,7 @@ def own_database(postgres_database: str) -> Iterator[str]:
 
 
 def test_a_claim_on_postgresql_leases_reads_and_starts_the_first_jobs(own_database: str) -> None:
-    urls = database_urls(own_database)
-    upgrade(urls)
-    engine = make_sync_engine(urls)
-    try:
+    with migrated_engine(own_database) as engine:
         ctx = org_context(engine, "lookups", "+15550009999")
         chats = [f"+1555060{i:04d}" for i in range(3)]
         sends = [planned_send(ctx, to, f"{to} #{n}") for n in range(2) for to in chats]
@@ -76,18 +70,13 @@ def test_a_claim_on_postgresql_leases_reads_and_starts_the_first_jobs(own_databa
         assert rows[ids[1]].job_attempts == 1 and rows[ids[1]].job_updated_at != 1234
         assert all(rows[later].job_lease_owner is None and rows[later].job_attempts == 0 for later in ids[3:])
         assert {cid for cid, owner in leases if owner == WORKER} == set(mine)
-    finally:
-        engine.dispose()
 
 
 def test_a_cancel_that_a_claim_overtakes_is_refused_not_applied(own_database: str) -> None:
     """The cancel reads the job as nobody's, then a worker's claim starts it (commits first): the cancel's
     update finds the job started, and the message is refused as being sent instead of marked cancelled while
     a device has it."""
-    urls = database_urls(own_database)
-    upgrade(urls)
-    engine = make_sync_engine(urls)
-    try:
+    with migrated_engine(own_database) as engine:
         ctx = org_context(engine, "lookups", "+15550009999")
         [(_, outcome)] = run_units(engine, [planned_send(ctx, "+15550620001", "hello")])
         mid = json.loads(outcome.body)["message_id"]
@@ -109,5 +98,3 @@ def test_a_cancel_that_a_claim_overtakes_is_refused_not_applied(own_database: st
         with engine.connect() as conn:
             job = conn.execute(select(j.c.job_state, j.c.job_lease_owner, j.c.status).where(j.c.id == mid)).one()
         assert tuple(job) == ("pending", WORKER, "queued")
-    finally:
-        engine.dispose()

@@ -11,10 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from openbloo.config import database_urls
-from openbloo.db.engine import make_sync_engine
 from openbloo.db.migrate import upgrade
 from openbloo.delivery import claims
-from tests.helpers import postgres_generic_plan, sqlite_plan
+from tests.helpers import migrated_engine, postgres_generic_plan, sqlite_plan
 
 INDEX = "ix_messages_job_pending"
 
@@ -35,10 +34,7 @@ def test_the_claims_find_pending_jobs_through_the_partial_index_on_sqlite(tmp_pa
 
 
 def test_the_claims_find_pending_jobs_through_the_partial_index_on_postgresql(postgres_database: str) -> None:
-    urls = database_urls(postgres_database)
-    upgrade(urls)
-    engine = make_sync_engine(urls)
-    try:
+    with migrated_engine(postgres_database) as engine:
         for what, stmt, params in _claim_reads():
             plan = postgres_generic_plan(engine, stmt, params)
             # The claim walks the index for its window of pending jobs, and reaches the leased conversations' jobs
@@ -47,8 +43,6 @@ def test_the_claims_find_pending_jobs_through_the_partial_index_on_postgresql(po
             assert plan.count(INDEX) >= (2 if what == "claim" else 1), f"{what}: {plan}"
             if what == "claim":
                 assert plan.count("Index Cond: (seq = ANY") == 2, plan
-    finally:
-        engine.dispose()
 
 
 def test_a_job_is_found_by_its_transport_reference_through_the_message_id_index(tmp_path: Path) -> None:
