@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, Executable, Table, event
 from sqlalchemy.sql.dml import UpdateBase
 
-from openbloo.db.deferred_begin import begin_deferred, begun_by_batch, mark_begun
+from openbloo.db.deferred_begin import begin_deferred, begun_by_batch, take_begin
 from openbloo.db.direct import Prepared, compile_direct, dbapi_cursor
 from openbloo.db.flush import insert_of, null_by_default, write_queued
 
@@ -131,8 +131,7 @@ class Batch:
 
     def _begin_now(self) -> None:
         """Send the deferred BEGIN (in a pipeline, it goes out with what follows it)."""
-        if begin_deferred(self.conn):
-            mark_begun(self.conn)
+        if take_begin(self.conn):
             self.conn.connection.dbapi_connection.cursor().execute("BEGIN")  # type: ignore[union-attr]
 
     def all_many(self, queries: list[tuple[Executable, dict[str, Any]]]) -> list[list[tuple[Any, ...]]]:
@@ -349,8 +348,7 @@ _watched: set[int] = set()
 
 
 def _on_execute(conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
-    if begin_deferred(conn):  # a statement of SQLAlchemy's own (conn.execute, a SAVEPOINT) comes first
-        mark_begun(conn)
+    if take_begin(conn):  # a statement of SQLAlchemy's own (conn.execute, a SAVEPOINT) comes first
         cursor.execute("BEGIN")
     batch = getattr(_running, "batch", None)
     if batch is not None and not batch.wrote and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):

@@ -2,8 +2,7 @@
 
 A connection marked by :func:`deferred_begin` has no transaction yet; whoever sends its first statement
 sends ``BEGIN`` before it (the batch, in the pipeline of its first statements; the engine-level listener of
-:mod:`openbloo.db.batch`, before a statement of SQLAlchemy's own) and clears the mark with
-:func:`mark_begun`.
+:mod:`openbloo.db.batch`, before a statement of SQLAlchemy's own), once :func:`take_begin` says so.
 """
 
 from __future__ import annotations
@@ -42,9 +41,13 @@ def begin_deferred(conn: Connection) -> bool:
     return bool(conn.info.get(_BEGIN_DEFERRED))
 
 
-def mark_begun(conn: Any) -> None:
-    """``conn``'s BEGIN has been sent (by the batch, which then also ends the transaction it opened)."""
-    conn.info[_BEGIN_DEFERRED] = False
+def take_begin(conn: Any) -> bool:
+    """Whether the caller must send ``conn``'s BEGIN now, before its own statement; the mark then says the batch
+    opened the transaction (and so ends it)."""
+    if conn.info.get(_BEGIN_DEFERRED):
+        conn.info[_BEGIN_DEFERRED] = False
+        return True
+    return False
 
 
 def begun_by_batch(conn: Connection) -> bool:
