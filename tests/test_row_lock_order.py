@@ -54,7 +54,7 @@ def test_a_batchs_chat_updates_run_in_the_chats_key_order(postgres_database: str
 
 
 def test_every_queued_update_orders_its_sets_by_the_rows_key() -> None:
-    """The order comes from each UPDATE's WHERE (its primary key against a parameter), so that none of the
+    """The order comes from each UPDATE's WHERE (a key column against a parameter), so that none of the
     statements batches queue by the thousand, nor one added later, runs its sets in arrival order."""
     queued: dict[str, tuple[Prepared, str]] = {
         "organization chat count": (store._ORG_NEW_CHATS, "b_org"),

@@ -23,7 +23,7 @@ Pending = dict[Any, tuple[int, Any, list[Any]]]
 def write_queued(conn: Connection, cur: Any, pending: Pending, last_per: dict[Any, Any]) -> None:
     """Run every queued statement on ``cur`` (the batch's driver cursor), lowest ``order`` first.
 
-    ``last_per``: per key, the parameter naming the row a set writes in full (only the last such set runs);
+    ``last_per``: per key, the parameter naming the row a set writes in full (only the last such set runs).
     On PostgreSQL an UPDATE's sets run in their rows' key order (:func:`openbloo.db.direct.row_key_of`).
     """
     postgres = conn.dialect.name == "postgresql"
@@ -57,16 +57,21 @@ def write_queued(conn: Connection, cur: Any, pending: Pending, last_per: dict[An
                 end = start + 1
                 while end < len(params) and params[end].keys() == keys:
                     end += 1
-                _execute_many(conn, cur, stmt, params[start:end], tuple(keys))
+                _execute_many(conn, cur, postgres, stmt, params[start:end], tuple(keys))
                 start = end
         else:
-            _execute_many(conn, cur, stmt, params, None)
+            _execute_many(conn, cur, postgres, stmt, params, None)
 
 
 def _execute_many(
-    conn: Connection, cur: Any, stmt: Executable, params: list[dict[str, Any]], keys: tuple[str, ...] | None
+    conn: Connection,
+    cur: Any,
+    postgres: bool,
+    stmt: Executable,
+    params: list[dict[str, Any]],
+    keys: tuple[str, ...] | None,
 ) -> None:
-    if keys is not None and len(params) > 1 and conn.dialect.name == "postgresql":
+    if keys is not None and len(params) > 1 and postgres:
         many = compile_rows_statement(stmt, conn.dialect, keys, columns=True)
         # Dicts keyed by column key go as they are where the keys are the column names the statement reads.
         rows = params if many is None or many.fields == keys else [tuple(p[k] for k in keys) for p in params]
