@@ -55,6 +55,87 @@ def test_batches_of_the_starting_loop_run_on_it_together_and_commit(tmp_path: Pa
     engine.dispose()
 
 
+def _submit_on_successive_turns(writer: Writer, first: int, turns: int) -> None:
+    """A unit now, and one at each of the next ``turns`` turns of the running loop (requests arriving apart)."""
+    loop = asyncio.get_running_loop()
+
+    def one(n: int) -> None:
+        writer.submit(_insert_and_name_thread(n))
+        if n < first + turns:
+            loop.call_soon(one, n + 1)
+
+    one(first)
+
+
+def test_a_batch_gathers_the_units_that_keep_coming(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    # Generous windows, so that the test does not depend on how fast a turn of the loop is here.
+    gathering = Writer(engine, gather_quiet=0.2, gather_max=5.0)
+    at_once = Writer(engine, gather_quiet=0.0)
+
+    async def main(writer: Writer, first: int) -> None:
+        writer.start()
+        try:
+            _submit_on_successive_turns(writer, first, 5)
+            while writer.units < 6:
+                await asyncio.sleep(0.01)
+        finally:
+            writer.stop()
+
+    asyncio.run(main(gathering, 0))
+    assert (gathering.batches, gathering.units) == (1, 6), "units that came on the next turns made batches of their own"
+    asyncio.run(main(at_once, 100))
+    assert at_once.batches > 1  # without gathering, the first unit's batch runs on the first turn
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(rows)).scalar_one() == 12
+    engine.dispose()
+
+
+def test_a_batch_stops_gathering_after_gather_max_and_a_lone_unit_after_gather_quiet(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    writer = Writer(engine, gather_quiet=10.0, gather_max=0.3)
+    lone = Writer(engine, gather_quiet=0.1, gather_max=10.0)
+
+    async def endless() -> tuple[float, int]:
+        writer.start()
+        loop = asyncio.get_running_loop()
+        try:
+            started = time.monotonic()
+            first = writer.run(_insert_and_name_thread(0))
+            n = 1
+
+            def more() -> None:  # a unit every 10 ms, until the first one is committed
+                nonlocal n
+                writer.submit(_insert_and_name_thread(n))
+                n += 1
+                if writer.batches == 0:
+                    loop.call_later(0.01, more)
+
+            loop.call_later(0.01, more)
+            await first
+            return time.monotonic() - started, n
+        finally:
+            writer.stop()
+
+    waited, submitted = asyncio.run(endless())
+    assert 0.3 <= waited < 3.0, waited  # units kept coming: the batch ran once gather_max had passed
+    assert submitted > 2
+
+    async def alone() -> float:
+        lone.start()
+        try:
+            started = time.monotonic()
+            await lone.run(_insert_and_name_thread(-1))
+            return time.monotonic() - started
+        finally:
+            lone.stop()
+
+    waited = asyncio.run(alone())
+    assert 0.1 <= waited < 3.0, waited
+    assert lone.batches == 1
+    engine.dispose()
+
+
 def test_a_held_write_lock_sends_the_batch_to_the_thread_and_the_loop_keeps_running(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     writer = Writer(engine)

@@ -40,6 +40,11 @@ T = TypeVar("T")
 
 MAX_BATCH = 512
 
+# How a batch on the home event loop gathers its units (Writer._run_inline): it starts once no unit has come
+# for GATHER_QUIET, or GATHER_MAX after its first unit came, whichever is first.
+GATHER_QUIET = 50e-6
+GATHER_MAX = 500e-6
+
 
 class HeldConnection:
     """The one connection a writer keeps across its batches (whichever thread runs them, one at a time).
@@ -194,13 +199,25 @@ class Writer:
     workers keeps its batches on the thread (:meth:`openbloo.runtime.Runtime.start`).
     """
 
-    def __init__(self, engine: Engine, *, name: str = "openbloo-writer", inline: bool | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        name: str = "openbloo-writer",
+        inline: bool | None = None,
+        gather_quiet: float = GATHER_QUIET,
+        gather_max: float = GATHER_MAX,
+    ) -> None:
         self.engine = engine
         self._held = HeldConnection(engine)
         path = self._held.database
         self.inline = path is not None if inline is None else inline
         self._home: asyncio.AbstractEventLoop | None = None  # the event loop that runs batches itself
         self._inline_items: list[_Item[Any]] = []
+        self.gather_quiet = gather_quiet
+        self.gather_max = gather_max
+        self._gathered = 0  # units of the next in-line batch when the loop last looked, and since when
+        self._gathered_at = self._gather_started = 0.0
         self._running = threading.Lock()  # one batch at a time on the held connection, whichever thread runs it
         self._checkpointer = WalCheckpointer(path) if path is not None else None
         self._queue: queue.SimpleQueue[_Item[Any] | None] = queue.SimpleQueue()
@@ -224,6 +241,7 @@ class Writer:
     def stop(self, timeout: float = 10.0) -> None:
         if self._started:
             self._home = None
+            self._gathered = 0
             items, self._inline_items = self._inline_items, []
             for it in items:  # submitted but not run yet: the thread runs them before it stops
                 self._queue.put(it)
@@ -254,10 +272,35 @@ class Writer:
         return fut
 
     def _run_inline(self) -> None:
-        """Run the units the home event loop submitted, on it, if nothing else is writing right now."""
-        items, self._inline_items = self._inline_items, []
-        if not items:
+        """Run the units the home event loop submitted, on it, if nothing else is writing right now.
+
+        The batch first gathers: while units keep coming (one came less than ``gather_quiet`` ago, and the
+        first less than ``gather_max`` ago) it lets the loop take one more turn, which reads the requests that
+        arrived meanwhile, and looks again. A batch has a cost of its own besides its units' (the commit, the
+        lookups' statements, the pages its units share), and clients answered by one batch send
+        their next requests a few tens of microseconds later: started at once, a batch took whichever of them
+        had arrived, and 32 clients in a closed loop settled into two or more batches a round (16 units at
+        the mean) where one would do (31 with gathering). A unit alone waits ``gather_quiet``.
+        """
+        waiting = len(self._inline_items)
+        if not waiting:
+            self._gathered = 0
             return
+        home, now = self._home, time.monotonic()
+        if waiting != self._gathered:  # a unit came since the loop last looked
+            if not self._gathered:
+                self._gather_started = now
+            self._gathered, self._gathered_at = waiting, now
+        if (
+            home is not None
+            and waiting < MAX_BATCH
+            and now - self._gathered_at < self.gather_quiet
+            and now - self._gather_started < self.gather_max
+        ):
+            home.call_soon(self._run_inline)  # the loop polls its sockets (without waiting) before this runs again
+            return
+        self._gathered = 0
+        items, self._inline_items = self._inline_items, []
         if self._running.acquire(blocking=False):
             try:
                 with write_lock_if_free(self.engine) as free:
