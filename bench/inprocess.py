@@ -182,18 +182,20 @@ async def _memory_run(args: argparse.Namespace, runtime: Any, one: Callable[[], 
 
     samples: list[dict[str, Any]] = []
 
+    def take_sample() -> None:
+        facts = memory.sample()
+        facts.update(t=round(time.monotonic() - t0, 1), sends=sends)
+        samples.append(facts)
+        print(json.dumps({"sample": facts}), file=sys.stderr, flush=True)
+
     async def sampler() -> None:
-        while True:
-            facts = memory.sample()
-            facts.update(t=round(time.monotonic() - t0, 1), sends=sends)
-            samples.append(facts)
-            print(json.dumps({"sample": facts}), file=sys.stderr, flush=True)
-            if time.monotonic() >= deadline:
-                return
+        while time.monotonic() < deadline:
+            take_sample()
             await asyncio.sleep(min(args.sample_secs, max(0.0, deadline - time.monotonic())))
 
     try:
         await asyncio.gather(sampler(), *(client() for _ in range(CONCURRENCY)))
+        take_sample()  # the last one once every send still in flight at the deadline has been answered
     finally:
         if workers is not None:
             await workers.stop()
