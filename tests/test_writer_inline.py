@@ -67,72 +67,84 @@ def _submit_on_successive_turns(writer: Writer, first: int, turns: int) -> None:
     one(first)
 
 
-def test_a_batch_gathers_the_units_that_keep_coming(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
-    # Generous windows, so that the test does not depend on how fast a turn of the loop is here.
-    gathering = Writer(engine, gather_quiet=0.2, gather_max=5.0)
-    at_once = Writer(engine, gather_quiet=0.0)
+async def _batch_of(writer: Writer, ids: range) -> None:
+    """Units submitted in one turn of the loop: one batch of their own."""
+    await asyncio.gather(*(writer.run(_insert_and_name_thread(i)) for i in ids))
 
-    async def main(writer: Writer, first: int) -> None:
+
+def test_after_a_batch_with_company_the_next_gathers_the_units_that_keep_coming(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+
+    async def main(writer: Writer, before: range, first: int) -> None:
         writer.start()
         try:
+            await _batch_of(writer, before)
             _submit_on_successive_turns(writer, first, 5)
-            while writer.units < 6:
+            while writer.units < len(before) + 6:
                 await asyncio.sleep(0.01)
         finally:
             writer.stop()
 
-    asyncio.run(main(gathering, 0))
-    assert (gathering.batches, gathering.units) == (1, 6), "units that came on the next turns made batches of their own"
-    asyncio.run(main(at_once, 100))
-    assert at_once.batches > 1  # without gathering, the first unit's batch runs on the first turn
+    # Generous windows, so that the test does not depend on how fast a turn of the loop is here.
+    busy = Writer(engine, gather_quiet=0.2, gather_max=5.0)
+    asyncio.run(main(busy, range(2), 10))
+    assert (busy.batches, busy.units) == (2, 8), "units that came on the next turns made batches of their own"
+    # After a batch of one unit, the next batch runs on the first turn: the units that follow make their own.
+    one_at_a_time = Writer(engine, gather_quiet=0.2, gather_max=5.0)
+    asyncio.run(main(one_at_a_time, range(20, 21), 30))
+    assert one_at_a_time.batches > 2
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(rows)).scalar_one() == 12
+        assert conn.execute(select(func.count()).select_from(rows)).scalar_one() == 15
     engine.dispose()
 
 
-def test_a_batch_stops_gathering_after_gather_max_and_a_lone_unit_after_gather_quiet(tmp_path: Path) -> None:
+def test_gathering_ends_after_gather_max_and_a_lone_unit_waits_gather_quiet_only_after_company(
+    tmp_path: Path,
+) -> None:
     engine = _engine(tmp_path)
-    writer = Writer(engine, gather_quiet=10.0, gather_max=0.3)
-    lone = Writer(engine, gather_quiet=0.1, gather_max=10.0)
 
-    async def endless() -> tuple[float, int]:
+    async def endless(writer: Writer) -> tuple[float, int]:
         writer.start()
         loop = asyncio.get_running_loop()
         try:
+            await _batch_of(writer, range(2))
             started = time.monotonic()
-            first = writer.run(_insert_and_name_thread(0))
-            n = 1
+            first = writer.run(_insert_and_name_thread(2))
+            n = 3
 
-            def more() -> None:  # a unit every 10 ms, until the first one is committed
+            def more() -> None:  # a unit every 10 ms, until the gathered batch has run
                 nonlocal n
                 writer.submit(_insert_and_name_thread(n))
                 n += 1
-                if writer.batches == 0:
+                if writer.batches == 1:
                     loop.call_later(0.01, more)
 
             loop.call_later(0.01, more)
             await first
-            return time.monotonic() - started, n
+            return time.monotonic() - started, n - 2
         finally:
             writer.stop()
 
-    waited, submitted = asyncio.run(endless())
+    waited, submitted = asyncio.run(endless(Writer(engine, gather_quiet=10.0, gather_max=0.3)))
     assert 0.3 <= waited < 3.0, waited  # units kept coming: the batch ran once gather_max had passed
     assert submitted > 2
 
-    async def alone() -> float:
-        lone.start()
+    async def alone(writer: Writer) -> tuple[float, float]:
+        writer.start()
         try:
+            await _batch_of(writer, range(100, 102))
             started = time.monotonic()
-            await lone.run(_insert_and_name_thread(-1))
-            return time.monotonic() - started
+            await _batch_of(writer, range(102, 103))  # after company: waits gather_quiet
+            after_company = time.monotonic() - started
+            started = time.monotonic()
+            await _batch_of(writer, range(103, 104))  # after a lone unit: runs at once
+            return after_company, time.monotonic() - started
         finally:
-            lone.stop()
+            writer.stop()
 
-    waited = asyncio.run(alone())
-    assert 0.1 <= waited < 3.0, waited
-    assert lone.batches == 1
+    after_company, after_lone = asyncio.run(alone(Writer(engine, gather_quiet=1.0, gather_max=10.0)))
+    assert 1.0 <= after_company < 5.0, after_company
+    assert after_lone < 0.5, after_lone
     engine.dispose()
 
 

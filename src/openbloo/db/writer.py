@@ -40,8 +40,8 @@ T = TypeVar("T")
 
 MAX_BATCH = 512
 
-# How a batch on the home event loop gathers its units (Writer._run_inline): it starts once no unit has come
-# for GATHER_QUIET, or GATHER_MAX after its first unit came, whichever is first.
+# How a batch on the home event loop gathers its units, after a batch of more than one (Writer._run_inline):
+# it starts once no unit has come for GATHER_QUIET, or GATHER_MAX after its first unit came.
 GATHER_QUIET = 50e-6
 GATHER_MAX = 500e-6
 
@@ -218,6 +218,7 @@ class Writer:
         self.gather_max = gather_max
         self._gathered = 0  # units of the next in-line batch when the loop last looked, and since when
         self._gathered_at = self._gather_started = 0.0
+        self._last_size = 0  # units of the last batch run in line
         self._running = threading.Lock()  # one batch at a time on the held connection, whichever thread runs it
         self._checkpointer = WalCheckpointer(path) if path is not None else None
         self._queue: queue.SimpleQueue[_Item[Any] | None] = queue.SimpleQueue()
@@ -274,13 +275,16 @@ class Writer:
     def _run_inline(self) -> None:
         """Run the units the home event loop submitted, on it, if nothing else is writing right now.
 
-        The batch first gathers: while units keep coming (one came less than ``gather_quiet`` ago, and the
-        first less than ``gather_max`` ago) it lets the loop take one more turn, which reads the requests that
-        arrived meanwhile, and looks again. A batch has a cost of its own besides its units' (the commit, the
-        lookups' statements, the pages its units share), and clients answered by one batch send
-        their next requests a few tens of microseconds later: started at once, a batch took whichever of them
-        had arrived, and 32 clients in a closed loop settled into two or more batches a round (16 units at
-        the mean) where one would do (31 with gathering). A unit alone waits ``gather_quiet``.
+        When the last batch run here had company (more than one unit), the next one first gathers: while
+        units keep coming (one came less than ``gather_quiet`` ago, and the first less than ``gather_max``
+        ago) it lets the loop take one more turn, which reads the requests that arrived meanwhile, and looks
+        again. A batch has a cost of its own besides its units' (the commit, the lookups' statements, the
+        pages its units share), and clients answered by one batch send their next requests a few tens of
+        microseconds later: started at once, a batch took whichever of them had arrived, and 32 clients in a
+        closed loop settled into two or more batches a round (16 units at the mean) where one would do (31
+        with gathering). After a batch of one unit (sends that come one at a time) nothing waits: there,
+        gathering only delayed each send and spent CPU the workers beside the API wanted (accept →
+        delivered 1–3 ms later at 570 sends/s, docs/benchmarks.md).
         """
         waiting = len(self._inline_items)
         if not waiting:
@@ -292,7 +296,8 @@ class Writer:
                 self._gather_started = now
             self._gathered, self._gathered_at = waiting, now
         if (
-            home is not None
+            self._last_size > 1
+            and home is not None
             and waiting < MAX_BATCH
             and now - self._gathered_at < self.gather_quiet
             and now - self._gather_started < self.gather_max
@@ -307,6 +312,7 @@ class Writer:
                     if free:
                         for start in range(0, len(items), MAX_BATCH):
                             self._run_batch(items[start : start + MAX_BATCH], inline=True)
+                        self._last_size = len(items)
                         return
             finally:
                 self._running.release()
