@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select, update
 
+from openbloo.addressing import normalize_handle
+from openbloo.chats import store
 from openbloo.db import models as m
 from openbloo.db.batch import Batch
 from openbloo.db.writer import run_units
@@ -70,6 +72,39 @@ def test_a_receipt_and_an_inbound_message_teach_device_chats_in_one_batch(
     assert [ok for ok, _ in results] == [True, True], results
     assert not [r for r in caplog.records if "one by one" in r.getMessage()], "the batch failed and was re-run"
     assert _device_chats(engine) == {sent_to: f"iMessage;-;{sent_to}", heard_from: f"SMS;-;{heard_from}"}
+
+
+def test_a_group_keeps_the_first_device_chat_it_learns_from_either_path(engine: Engine) -> None:
+    """A send's receipt (the worker) and a received message (inbound) both queue ``store.learn_group_chat``:
+    one statement under one key, so one batch can hold both, and the first chat a group learns stays."""
+    ctx = org_context(engine, "groupchats", NUMBER)
+    number_id = ctx.pool[0].id
+    handles = [(normalize_handle("+15550604101"), normalize_handle(f"+1555060410{i}")) for i in (2, 3, 4)]
+
+    def make_groups(batch: Batch) -> list[str]:
+        return [store.create_unnamed_group(batch, ctx.organization_id, number_id, h, NOW).id for h in handles]
+
+    [(ok, groups)] = run_units(engine, [make_groups])
+    assert ok, groups
+    first, second, linked = groups
+    [(ok, _)] = run_units(engine, [lambda batch: store.learn_group_chat(batch, linked, "iMessage;+;chat-linked")])
+    assert ok
+
+    def learn(batch: Batch) -> None:
+        store.learn_group_chat(batch, first, "iMessage;+;chat-first")
+        store.learn_group_chat(batch, second, "iMessage;+;chat-second")
+        store.learn_group_chat(batch, first, "iMessage;+;chat-later")  # a second chat for one group: kept out
+        store.learn_group_chat(batch, linked, "iMessage;+;chat-other")
+
+    [(ok, error)] = run_units(engine, [learn])
+    assert ok, error
+    with engine.connect() as conn:
+        chats = {gid: guid for gid, guid in conn.execute(select(m.groups.c.id, m.groups.c.chat_guid))}
+    assert chats == {
+        first: "iMessage;+;chat-first",
+        second: "iMessage;+;chat-second",
+        linked: "iMessage;+;chat-linked",
+    }
 
 
 def test_a_pending_key_holds_one_statement(engine: Engine) -> None:

@@ -75,6 +75,7 @@ def test_every_queued_update_orders_its_sets_by_the_rows_key() -> None:
         store._CONVERSATION_DEVICE_CHAT,
     ):
         assert row_key_of(stmt) == "b_id", stmt
+    assert row_key_of(store._GROUP_CHAT_GUID) == "b_group"
     c = m.chats.c
     assert row_key_of(update(m.chats).where(bindparam("k") == c.id).values(message_count=0)) == "k"
     assert row_key_of(update(m.chats).where(c.chat_key == bindparam("k")).values(message_count=0)) is None

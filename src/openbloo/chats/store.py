@@ -359,6 +359,20 @@ def learn_device_chat(batch: Batch, conversation_id: str, device_chat: str) -> N
     )
 
 
+_GROUP_CHAT_GUID = (
+    update(m.groups)
+    .where(m.groups.c.id == bindparam("b_group"), m.groups.c.chat_guid.is_(None))
+    .values(chat_guid=bindparam("b_guid"))
+)
+
+
+def learn_group_chat(batch: Batch, group_id: str, chat_guid: str) -> None:
+    """The device told which of its chats a group is (a first send's receipt, or a message received in a group
+    chat openbloo did not know): later sends go straight there. A group keeps the first chat it learns. One
+    statement under one key for both paths, like :func:`learn_device_chat`."""
+    batch.execute_later(_GROUP_CHAT_GUID, _GROUP_CHAT_GUID, {"b_group": group_id, "b_guid": chat_guid})
+
+
 def count_inbound(batch: Batch, conv: ConversationRef) -> None:
     """Keep the batch's view of a conversation's inbound counter current (the UPDATE is queued by the caller)."""
     # Built directly: dataclasses.replace() costs several times more.

@@ -50,11 +50,6 @@ _JOB_DONE = (
     .where(_msg.c.seq == bindparam("b_seq"))
     .values(job_state="done", job_lease_owner=None, job_last_error=None, job_updated_at=bindparam("b_now"))
 )
-_GROUP_CHAT_GUID = (
-    update(_grp)
-    .where(_grp.c.id == bindparam("b_group"), _grp.c.chat_guid.is_(None))
-    .values(chat_guid=bindparam("b_guid"))
-)
 _RELEASE = (
     update(_c)
     .where(_c.c.id == bindparam("b_conv"), _c.c.lease_owner == bindparam("b_worker"))
@@ -142,7 +137,7 @@ def record_sent(job: Job, receipt: Receipt, now: int) -> UnitWithLookups[None]:
         if receipt.chat_guid and job.outgoing.is_group and not job.outgoing.chat_guid and group_id:
             # The first send to a group created its chat on the device: remember it for the next ones. The group
             # is the message's own (found by its chat key, it was a scan of every organization's chats).
-            batch.execute(_GROUP_CHAT_GUID, {"b_group": group_id, "b_guid": receipt.chat_guid})
+            store.learn_group_chat(batch, group_id, receipt.chat_guid)
 
     return UnitWithLookups(unit, StateLookup(job.outgoing.message_id))
 

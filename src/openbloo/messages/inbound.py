@@ -104,11 +104,7 @@ def record_inbound(msg: InboundMessage, *, organization_id: str | None = None) -
                 )
                 known = store.unnamed_groups(batch, org, ",".join(h.value for h in handles)).get(number.id)
                 group_id = known or store.create_unnamed_group(batch, org, number.id, handles, now).id
-                batch.execute_later(
-                    ("group_guid", group_id),
-                    update(g).where(g.c.id == group_id, g.c.chat_guid.is_(None)).values(chat_guid=msg.chat_guid),
-                    {},
-                )
+                store.learn_group_chat(batch, group_id, msg.chat_guid)
         if group_id is not None:
             found = store.load_group(batch, org, group_id)
             if found is None:
