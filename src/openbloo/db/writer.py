@@ -286,22 +286,10 @@ class Writer:
         gathering only delayed each send and spent CPU the workers beside the API wanted (accept →
         delivered 1–3 ms later at 570 sends/s, docs/benchmarks.md).
         """
-        waiting = len(self._inline_items)
-        if not waiting:
-            self._gathered = 0
+        if not self._inline_items:
             return
-        home, now = self._home, time.monotonic()
-        if waiting != self._gathered:  # a unit came since the loop last looked
-            if not self._gathered:
-                self._gather_started = now
-            self._gathered, self._gathered_at = waiting, now
-        if (
-            self._last_size > 1
-            and home is not None
-            and waiting < MAX_BATCH
-            and now - self._gathered_at < self.gather_quiet
-            and now - self._gather_started < self.gather_max
-        ):
+        home = self._home
+        if self._last_size > 1 and home is not None and self._units_keep_coming():
             home.call_soon(self._run_inline)  # the loop polls its sockets (without waiting) before this runs again
             return
         self._gathered = 0
@@ -318,6 +306,19 @@ class Writer:
                 self._running.release()
         for it in items:  # the thread is running a batch, or another process holds the file: the thread waits
             self._queue.put(it)
+
+    def _units_keep_coming(self) -> bool:
+        """Whether the batch being gathered should wait another turn of the loop (see :meth:`_run_inline`)."""
+        waiting, now = len(self._inline_items), time.monotonic()
+        if waiting != self._gathered:  # a unit came since the loop last looked
+            if not self._gathered:
+                self._gather_started = now
+            self._gathered, self._gathered_at = waiting, now
+        return (
+            waiting < MAX_BATCH
+            and now - self._gathered_at < self.gather_quiet
+            and now - self._gather_started < self.gather_max
+        )
 
     def _loop(self) -> None:
         stopping = False
