@@ -74,9 +74,9 @@ def test_a_receipt_and_an_inbound_message_teach_device_chats_in_one_batch(
     assert _device_chats(engine) == {sent_to: f"iMessage;-;{sent_to}", heard_from: f"SMS;-;{heard_from}"}
 
 
-def test_a_group_keeps_the_first_device_chat_it_learns_from_either_path(engine: Engine) -> None:
-    """A send's receipt (the worker) and a received message (inbound) both queue ``store.learn_group_chat``:
-    one statement under one key, so one batch can hold both, and the first chat a group learns stays."""
+def test_a_group_keeps_the_first_device_chat_it_learns(engine: Engine) -> None:
+    """A send's receipt (the worker) and a received message (inbound) both call ``store.learn_group_chat``:
+    one statement under one key, so one batch can hold several, and the first chat a group learns stays."""
     ctx = org_context(engine, "groupchats", NUMBER)
     number_id = ctx.pool[0].id
     handles = [(normalize_handle("+15550604101"), normalize_handle(f"+1555060410{i}")) for i in (2, 3, 4)]
